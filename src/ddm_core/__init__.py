@@ -1,0 +1,1 @@
+"""Cython hot paths of ddm: packet codec, SQL lexer/digest, shard functions, result merge, connection protocols."""
