@@ -1,0 +1,841 @@
+"""The server side of one client connection: handshake, authentication, then the command loop.
+
+Fast path (`_com_query`, `_com_stmt_execute`): the statement runs on a pooled connection that already has the
+session's state, the command goes out as framed by the client (statement id swapped for execute), and the response
+streams back through BackendCore without being decoded; no coroutine is created. Anything else (a connection to
+open, state to replay, a statement to prepare first, a sharded plan) runs as a task, `_slow`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ddm import SERVER_VERSION, auth
+from ddm.backend import BackendConnection, BackendError, NodeUnavailable
+from ddm.config import Config, UserConfig
+from ddm.constants import client as CLIENT
+from ddm.constants import er as ER
+from ddm.constants import server_status as SS
+from ddm.pool import PoolTimeout
+from ddm.resultset import simple_resultset
+from ddm.session import Session, in_sync, set_names_for, synchronize
+from ddm_core.packets import PacketTooLarge, err_packet, frame, ok_packet
+from ddm_core.protocol import KIND_FIELD_LIST, KIND_PREPARE, KIND_RESULT, KIND_ROWS, FrontendCore
+
+log = logging.getLogger("ddm.frontend")
+
+PH_HANDSHAKE, PH_AUTH, PH_COMMAND, PH_CLOSED = range(4)
+NATIVE = b"mysql_native_password"
+SHA2 = b"caching_sha2_password"
+
+COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
+COM_STATISTICS, COM_PING, COM_CHANGE_USER = 0x09, 0x0E, 0x11
+COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
+COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
+CURSOR_EXISTS = SS.CURSOR_EXISTS
+
+
+@dataclass
+class ClientStatement:
+    """A statement the client prepared; it is prepared on backend connections on demand (by its SQL text)."""
+
+    stmt_id: int
+    sql: bytes
+    node: str
+    nparams: int
+    ncols: int
+    response: list[bytes]  # the prepare response as the first data node sent it (id patched per client)
+    param_types: bytes | None = None  # types from the last execute that sent them (new-params-bound flag)
+    long_data: list[bytes] = field(default_factory=list)
+    cursor_conn: BackendConnection | None = None
+
+
+def first_keyword(sql: bytes) -> bytes:
+    """Upper-cased first word of a statement, skipping whitespace, comments and parentheses."""
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in b" \t\r\n(;":
+            i += 1
+        elif sql.startswith(b"/*", i) and not sql.startswith(b"/*!", i):
+            j = sql.find(b"*/", i + 2)
+            i = n if j < 0 else j + 2
+        elif sql.startswith(b"-- ", i) or c == 0x23:
+            j = sql.find(b"\n", i)
+            i = n if j < 0 else j + 1
+        else:
+            break
+    j = i
+    while j < n and (65 <= (sql[j] & 0xDF) <= 90 or sql[j] == 0x5F):
+        j += 1
+    return sql[i:j].upper()
+
+
+class ClientConnection(FrontendCore):
+    """asyncio Protocol for one client of ddm."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.config: Config = server.config
+        self.loop = server.loop
+        self.phase = PH_HANDSHAKE
+        self.conn_id = server.next_connection_id()
+        self.scramble = auth.new_scramble()
+        self.caps = 0
+        self.flavour = 0
+        self.deprecate_eof = False
+        self.session_track = False
+        self.seq = 0
+        self.tls = False
+        self.user: UserConfig | None = None
+        self.auth_plugin = NATIVE
+        self.auth_state = ""
+        self.session = Session()
+        self.conn: BackendConnection | None = None  # pinned: transaction, cursor, LOCK TABLES
+        self.stmts: dict[int, ClientStatement] = {}
+        self.next_stmt_id = 1
+        self.peer = ""
+        self.started = time.monotonic()
+        self.queries = 0
+        self._task: asyncio.Task | None = None
+        self._paused_backend: BackendConnection | None = None
+
+    # --- asyncio.Protocol -------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else "localhost"
+        self.server.clients.add(self)
+        self.framer.max_payload = self.config.server.max_packet_size
+        if len(self.server.clients) > self.config.server.max_connections:
+            self._send(err_packet(ER.CON_COUNT_ERROR, ER.sqlstate(ER.CON_COUNT_ERROR), b"Too many connections"), 0)
+            self.close()
+            return
+        self._send_handshake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = PH_CLOSED
+        self.server.clients.discard(self)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.sink = None
+            if conn.mode == 0:
+                self._give_back(conn, dirty=True)
+            # a connection still streaming a response is given back by _forward_done
+        for stmt in self.stmts.values():
+            if stmt.cursor_conn is not None and stmt.cursor_conn is not conn:
+                self._give_back(stmt.cursor_conn, dirty=True)
+        self.stmts.clear()
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the data node sends: stop reading the node until it catches up.
+        conn = self._streaming_conn()
+        if conn is not None and conn.transport is not None:
+            conn.transport.pause_reading()
+            self._paused_backend = conn
+
+    def resume_writing(self) -> None:
+        conn, self._paused_backend = self._paused_backend, None
+        if conn is not None and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _streaming_conn(self) -> BackendConnection | None:
+        return getattr(self, "_fwd", None)
+
+    # --- output helpers ---------------------------------------------------------------------------------------
+    def _send(self, payload: bytes, seq: int) -> None:
+        if self.phase != PH_CLOSED:
+            self.transport.write(frame(payload, seq))
+
+    def _status(self) -> int:
+        status = SS.AUTOCOMMIT if self.session.autocommit else 0
+        if self.conn is not None and self.conn.in_transaction:
+            status |= SS.IN_TRANS
+        return status
+
+    def _ok(self, seq: int = 1, affected: int = 0, insert_id: int = 0, info: bytes = b"") -> None:
+        self._send(ok_packet(affected, insert_id, self._status(), 0, info, self.session_track), seq)
+
+    def _error(self, code: int, message: str, seq: int = 1, sqlstate: bytes | None = None) -> None:
+        self._send(err_packet(code, sqlstate or ER.sqlstate(code), message.encode()), seq)
+
+    def close(self) -> None:
+        if self.phase != PH_CLOSED:
+            self.phase = PH_CLOSED
+            self.transport.close()
+
+    # --- handshake and authentication -------------------------------------------------------------------------
+    def _send_handshake(self) -> None:
+        version = (self.config.server.server_version or SERVER_VERSION).encode()
+        caps = CLIENT.SERVER_CAPABILITIES
+        if not self.server.tls_context:
+            caps &= ~CLIENT.SSL
+        s = self.scramble
+        payload = (b"\x0a" + version + b"\0" + struct.pack("<I", self.conn_id) + s[:8] + b"\0"
+                   + struct.pack("<HBHHB", caps & 0xFFFF, 45, SS.AUTOCOMMIT, caps >> 16, 21) + b"\0" * 10
+                   + s[8:] + b"\0" + NATIVE + b"\0")
+        self.server_caps = caps
+        self._send(payload, 0)
+        self.phase = PH_AUTH
+        self.auth_state = "response"
+
+    def on_framing_error(self, exc: Exception) -> None:
+        if isinstance(exc, PacketTooLarge):
+            self._error(ER.NET_PACKET_TOO_LARGE, "Got a packet bigger than 'max_allowed_packet' bytes",
+                        seq=(self.framer.last_seq + 1) & 0xFF)
+        else:
+            self._error(ER.MALFORMED_PACKET, f"Malformed communication packet: {exc}")
+        self.close()
+
+    def on_command(self, payload: bytes) -> None:
+        try:
+            if self.phase == PH_COMMAND:
+                self._dispatch(payload)
+            elif self.phase == PH_AUTH:
+                self.seq = (self.framer.last_seq + 1) & 0xFF
+                self._on_auth_packet(payload)
+            # bytes after close are ignored
+        except (IndexError, struct.error, ValueError, UnicodeDecodeError) as exc:
+            log.info("malformed packet from %s: %r", self.peer, exc)
+            self._error(ER.MALFORMED_PACKET, "Malformed communication packet", seq=(self.framer.last_seq + 1) & 0xFF)
+            if self.phase != PH_COMMAND:
+                self.close()
+            else:
+                self.command_done()
+
+    def _on_auth_packet(self, payload: bytes) -> None:
+        state = self.auth_state
+        if state == "response":
+            caps = struct.unpack_from("<I", payload, 0)[0]
+            if len(payload) == 32 and caps & CLIENT.SSL:  # SSLRequest: switch to TLS, the real response follows
+                self._start_tls(caps)
+                return
+            self._on_handshake_response(payload)
+        elif state == "switch":
+            self._verify(payload)
+        elif state == "sha2_full":
+            self._sha2_full(payload)
+        else:
+            self._error(ER.HANDSHAKE_ERROR, "Bad handshake", self.seq)
+            self.close()
+            return
+        self.command_done()
+
+    def _start_tls(self, caps: int) -> None:
+        if not self.server.tls_context:
+            self._error(ER.HANDSHAKE_ERROR, "TLS is not enabled on this server", self.seq)
+            self.close()
+            return
+
+        async def upgrade() -> None:
+            try:
+                self.transport = await self.loop.start_tls(self.transport, self, self.server.tls_context,
+                                                           server_side=True)
+            except Exception as exc:  # a failed TLS handshake ends the connection
+                log.info("TLS handshake with %s failed: %s", self.peer, exc)
+                self.close()
+                return
+            self.tls = True
+            self.command_done()
+
+        self._task = self.loop.create_task(upgrade())
+
+    def _on_handshake_response(self, p: bytes) -> None:
+        caps, _max_packet, charset = struct.unpack_from("<IIB", p, 0)
+        if not caps & CLIENT.PROTOCOL_41:
+            self._error(ER.HANDSHAKE_ERROR, "Client does not support the 4.1 protocol", self.seq)
+            self.close()
+            return
+        if self.config.server.tls.require and not self.tls:
+            self._error(ER.ACCESS_DENIED_ERROR, "Connections using insecure transport are prohibited", self.seq)
+            self.close()
+            return
+        pos = 32
+        end = p.index(b"\0", pos)
+        user = p[pos:end].decode("utf-8", "replace")
+        pos = end + 1
+        if caps & CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA:
+            n = p[pos]
+            if n == 0xFC:
+                n = struct.unpack_from("<H", p, pos + 1)[0]
+                pos += 2
+            pos += 1
+            resp = p[pos:pos + n]
+            pos += n
+        elif caps & CLIENT.SECURE_CONNECTION:
+            n = p[pos]
+            resp = p[pos + 1:pos + 1 + n]
+            pos += 1 + n
+        else:
+            end = p.index(b"\0", pos)
+            resp = p[pos:end]
+            pos = end + 1
+        db = None
+        if caps & CLIENT.CONNECT_WITH_DB and pos < len(p):
+            end = p.find(b"\0", pos)
+            end = len(p) if end < 0 else end
+            db = p[pos:end].decode("utf-8", "replace") or None
+            pos = end + 1
+        plugin = NATIVE
+        if caps & CLIENT.PLUGIN_AUTH and pos < len(p):
+            end = p.find(b"\0", pos)
+            plugin = p[pos:end if end >= 0 else len(p)]
+        self.caps = caps & self.server_caps
+        self.flavour = self.caps & (CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS)
+        self.deprecate_eof = bool(self.caps & CLIENT.DEPRECATE_EOF)
+        self.session_track = bool(self.caps & CLIENT.SESSION_TRACK)
+        self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
+        names = set_names_for(charset)
+        if names:
+            self.session.record(names)
+        self.pending_db = db
+        self._begin_auth(user, plugin, resp)
+
+    def _begin_auth(self, user: str, plugin: bytes, resp: bytes) -> None:
+        self.session.user = user
+        self.user = self.config.users.get(user)
+        want = SHA2 if self.user is not None and self.user.auth_plugin == "caching_sha2_password" else NATIVE
+        self.auth_plugin = want
+        if plugin != want:
+            # AuthSwitchRequest: https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase_packets_protocol_auth_switch_request.html
+            self.scramble = auth.new_scramble()
+            self.auth_state = "switch"
+            self._send(b"\xfe" + want + b"\0" + self.scramble + b"\0", self.seq)
+            return
+        self._verify(resp)
+
+    def _password(self) -> bytes | None:
+        return self.user.password.encode() if self.user is not None else None
+
+    def _verify(self, resp: bytes) -> None:
+        pw = self._password()
+        if self.auth_plugin == NATIVE:
+            ok = pw is not None and auth.native_password_verify(pw, self.scramble, resp)
+            self._auth_result(ok, bool(resp))
+            return
+        # caching_sha2_password: ddm holds the password, so the fast path verifies any client that has it; an
+        # empty or non-matching scramble gets full authentication (cleartext over TLS, else RSA).
+        if pw is not None and resp and auth.sha2_password_verify_fast(pw, self.scramble, resp):
+            self._send(b"\x01\x03", self.seq)  # fast_auth_success, then OK
+            self.seq = (self.seq + 1) & 0xFF
+            self._auth_result(True, True)
+            return
+        if self.user is None:
+            self._auth_result(False, bool(resp))
+            return
+        self.auth_state = "sha2_full"
+        self._send(b"\x01\x04", self.seq)  # perform_full_authentication
+
+    def _sha2_full(self, p: bytes) -> None:
+        pw = self._password()
+        if p == b"\x02" and not self.tls:  # the client asks for the server's RSA public key
+            self._send(b"\x01" + self.server.rsa_keys.public_pem(), self.seq)
+            return
+        if self.tls:
+            given = p.rstrip(b"\0")
+        else:
+            try:
+                given = auth.sha2_decrypt_password(self.server.rsa_keys, p, self.scramble)
+            except Exception:
+                given = None
+        self._auth_result(pw is not None and given is not None and auth.constant_time_eq(given, pw), True)
+
+    def _auth_result(self, ok: bool, used_password: bool) -> None:
+        if not ok:
+            self.server.auth_failures += 1
+            self._error(ER.ACCESS_DENIED_ERROR,
+                        f"Access denied for user '{self.session.user}'@'{self.peer}' "
+                        f"(using password: {'YES' if used_password else 'NO'})", self.seq)
+            self.close()
+            return
+        db = self.pending_db
+        if db is not None:
+            problem = self._check_db(db)
+            if problem:
+                self._error(problem[0], problem[1], self.seq)
+                self.close()
+                return
+        self.session.bind_database(self.config, db)
+        self.phase = PH_COMMAND
+        self._send(ok_packet(0, 0, SS.AUTOCOMMIT, 0, b"", self.session_track), self.seq)
+
+    def _check_db(self, db: str) -> tuple[int, str] | None:
+        if db not in self.config.databases:
+            return ER.BAD_DB_ERROR, f"Unknown database '{db}'"
+        allowed = self.user.databases if self.user is not None else ()
+        if "*" not in allowed and db not in allowed:
+            return ER.DBACCESS_DENIED_ERROR, f"Access denied for user '{self.session.user}'@'{self.peer}' to database '{db}'"
+        return None
+
+    # --- command dispatch -------------------------------------------------------------------------------------
+    def _dispatch(self, payload: bytes) -> None:
+        cmd = payload[0] if payload else -1
+        self.queries += 1
+        if self.conn is None:
+            self.config = self.server.config  # a new snapshot applies from the next transaction on
+        if cmd == COM_STMT_EXECUTE:
+            self._com_stmt_execute(payload)
+        elif cmd == COM_QUERY:
+            self._com_query(payload)
+        elif cmd == COM_STMT_PREPARE:
+            self._slow(self._com_stmt_prepare(payload))
+        elif cmd == COM_STMT_CLOSE:
+            self.stmts.pop(struct.unpack_from("<I", payload, 1)[0], None)
+            self.command_done()
+        elif cmd == COM_STMT_SEND_LONG_DATA:
+            stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
+            if stmt is not None:
+                stmt.long_data.append(payload)
+            self.command_done()
+        elif cmd == COM_PING:
+            self._ok()
+            self.command_done()
+        elif cmd == COM_QUIT:
+            self.close()
+        elif cmd == COM_INIT_DB:
+            self._use(payload[1:].decode("utf-8", "replace"))
+            self.command_done()
+        elif cmd == COM_STMT_RESET:
+            self._slow(self._com_stmt_reset(payload))
+        elif cmd == COM_STMT_FETCH:
+            self._com_stmt_fetch(payload)
+        elif cmd == COM_SET_OPTION:
+            self._com_set_option(payload)
+        elif cmd == COM_FIELD_LIST:
+            self._slow(self._forward_slow(payload, KIND_FIELD_LIST))
+        elif cmd == COM_STATISTICS:
+            self._com_statistics()
+        elif cmd == COM_RESET_CONNECTION:
+            self._slow(self._com_reset_connection())
+        elif cmd == COM_CHANGE_USER:
+            self._com_change_user(payload)
+        else:
+            self._error(ER.UNKNOWN_COM_ERROR, "Unknown command")
+            self.command_done()
+
+    def _slow(self, coro) -> None:
+        self._task = self.loop.create_task(self._run_slow(coro))
+
+    async def _run_slow(self, coro) -> None:
+        try:
+            await coro
+        except BackendError as exc:
+            self._send(exc.payload, 1)
+            self._after_statement_error()
+        except NodeUnavailable as exc:
+            self._error(ER.CONNECTION_KILLED, str(exc))
+            self._after_statement_error()
+        except PoolTimeout as exc:
+            self._error(ER.CON_COUNT_ERROR, str(exc))
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # a bug must not take the worker down; the client gets an error
+            log.exception("internal error serving %s", self.peer)
+            self._error(ER.UNKNOWN_ERROR, f"ddm internal error: {type(exc).__name__}: {exc}")
+        self.command_done()
+
+    def _after_statement_error(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.closed:
+            self.conn = None
+
+    # --- routing ----------------------------------------------------------------------------------------------
+    def _target(self) -> tuple[str, bytes | None]:
+        """The data node and physical database the session's statements go to (pass-through)."""
+        dbconf = self.session.dbconf
+        if dbconf is not None:
+            ds = dbconf.datasources[dbconf.default_datasource]
+            return ds.node, ds.database.encode()
+        cfg = self.config
+        if cfg.databases:
+            first = next(iter(cfg.databases.values()))
+            return first.datasources[first.default_datasource].node, None
+        return next(iter(cfg.nodes)), None
+
+    def _pool(self, node: str):
+        return self.server.pools.get(node, self.flavour)
+
+    def _ready_conn(self, node: str, phys: bytes | None) -> BackendConnection | None:
+        """A connection that can run the next statement right now, or None (then the slow path)."""
+        conn = self.conn
+        if conn is None:
+            pool = self._pool(node)
+            conn = pool.try_acquire()
+            if conn is None:
+                return None
+            if not in_sync(conn, self.session, phys):
+                pool.release(conn)
+                return None
+            return conn
+        if conn.node_name != node or not in_sync(conn, self.session, phys):
+            return None
+        return conn
+
+    async def _conn_for(self, node: str, phys: bytes | None) -> BackendConnection:
+        conn = self.conn
+        if conn is not None and conn.node_name != node:
+            raise BackendError(ER.NOT_SUPPORTED_YET, ER.sqlstate(ER.NOT_SUPPORTED_YET),
+                               b"a transaction cannot span data nodes in pass-through mode")
+        if conn is None:
+            conn = await self._pool(node).acquire()
+        try:
+            await synchronize(conn, self.session, phys)
+        except BaseException:
+            if conn is not self.conn:
+                self._give_back(conn, dirty=True)
+            raise
+        return conn
+
+    def _give_back(self, conn: BackendConnection, dirty: bool = False) -> None:
+        """Return a connection to its pool; one left mid-transaction is reset first."""
+        if conn.pool is None:
+            conn.close()
+            return
+        if dirty and (conn.in_transaction or conn.signature or conn.mode != 0):
+            if conn.mode != 0:
+                conn.pool.discard(conn)
+                conn.close()
+                return
+
+            async def reset() -> None:
+                try:
+                    await conn.command(b"\x1f")  # COM_RESET_CONNECTION rolls back and clears session state
+                    conn.forget_statements()
+                    conn.signature = ()
+                    conn.db = None
+                    conn.last_status = 0
+                    conn.pool.release(conn)
+                except Exception:
+                    if conn.pool is not None:
+                        conn.pool.discard(conn)
+                    conn.close()
+
+            self.loop.create_task(reset())
+            return
+        conn.pool.release(conn)
+
+    def _forward_done(self, conn: BackendConnection) -> None:
+        """End of a forwarded response on the fast path: settle the connection, take the next command."""
+        if self._settle(conn):
+            self.command_done()
+
+    def _settle(self, conn: BackendConnection) -> bool:
+        """Pin the connection (transaction, cursor) or give it back; False when the client is gone."""
+        self._fwd = None
+        if conn.closed or conn.broken:
+            if self.conn is conn:
+                self.conn = None
+            if conn.forwarded_any:
+                self.close()  # half a result already went out: the only honest end is closing
+                return False
+            self._error(ER.CONNECTION_KILLED, f"Connection to data node '{conn.node_name}' was lost")
+        elif self.phase == PH_CLOSED:
+            self.conn = None
+            self._give_back(conn, dirty=True)
+            return False
+        elif conn.in_transaction or conn.last_status & CURSOR_EXISTS or (conn.last_error and self.conn is conn) \
+                or self._has_cursor(conn):
+            self.conn = conn
+        else:
+            if self.conn is conn:
+                self.conn = None
+            conn.pool.release(conn)
+        return True
+
+    def _has_cursor(self, conn: BackendConnection) -> bool:
+        return any(s.cursor_conn is conn for s in self.stmts.values()) if self.stmts else False
+
+    def _forward(self, conn: BackendConnection, packet: bytes, kind: int = KIND_RESULT) -> None:
+        self._fwd = conn
+        conn.forward(packet, self.transport, kind, self._forward_done)
+
+    # --- COM_QUERY --------------------------------------------------------------------------------------------
+    def _com_query(self, payload: bytes) -> None:
+        sql = payload[1:]
+        kw = first_keyword(sql)
+        handler = LOCAL_STATEMENTS.get(kw)
+        if handler is not None and handler(self, sql):
+            return
+        node, phys = self._target()
+        conn = self._ready_conn(node, phys)
+        if conn is not None:
+            self._forward(conn, frame(payload, 0))
+            return
+        self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
+
+    async def _forward_slow(self, payload: bytes, kind: int, node: str | None = None,
+                            phys: bytes | None = None) -> None:
+        if node is None:
+            node, phys = self._target()
+        conn = await self._conn_for(node, phys)
+        done = self.loop.create_future()
+        self._fwd = conn
+        conn.forward(frame(payload, 0), self.transport, kind, lambda c: done.set_result(None))
+        await done
+        self._settle(conn)
+
+    def _stmt_use(self, sql: bytes) -> bool:
+        parts = sql.split(None, 1)
+        if len(parts) < 2:
+            return False
+        name = parts[1].strip().rstrip(b";").strip().strip(b"`").decode("utf-8", "replace")
+        self._use(name)
+        self.command_done()
+        return True
+
+    def _use(self, name: str) -> None:
+        problem = self._check_db(name)
+        if problem:
+            self._error(*problem)
+            return
+        self.session.bind_database(self.config, name)
+        self._ok()
+
+    def _stmt_set(self, sql: bytes) -> bool:
+        self._slow(self._run_set(sql))
+        return True
+
+    async def _run_set(self, sql: bytes) -> None:
+        node, phys = self._target()
+        conn = await self._conn_for(node, phys)
+        try:
+            res = await conn.query(sql)
+        except BaseException:
+            if conn is not self.conn:
+                conn.pool.release(conn) if conn.pool else conn.close()
+            raise
+        self.session.record(sql.strip().rstrip(b";"))
+        conn.signature = self.session.signature
+        low = sql.lower().replace(b" ", b"")
+        if b"autocommit=" in low:
+            self.session.autocommit = not (b"autocommit=0" in low or b"autocommit=off" in low
+                                           or b"autocommit=false" in low)
+        self._send(ok_packet(res.affected_rows, res.insert_id, res.status, res.warnings, res.info,
+                             self.session_track), 1)
+        if conn is not self.conn:
+            if conn.in_transaction:
+                self.conn = conn
+            else:
+                conn.pool.release(conn)
+
+    def _stmt_show(self, sql: bytes) -> bool:
+        words = sql.upper().split()
+        if words[:2] in ([b"SHOW", b"DATABASES"], [b"SHOW", b"SCHEMAS"]):
+            allowed = self.user.databases if self.user else ()
+            names = [n for n in self.config.databases if "*" in allowed or n in allowed]
+            rows = [(n,) for n in sorted(names)]
+            if len(words) >= 4 and words[2] == b"LIKE":
+                import fnmatch
+
+                pat = words[3].strip(b"'\"").decode().lower().replace("%", "*").replace("_", "?")
+                rows = [r for r in rows if fnmatch.fnmatch(r[0].lower(), pat)]
+            self.transport.write(simple_resultset(["Database"], rows, deprecate_eof=self.deprecate_eof,
+                                                  status=self._status()))
+            self.command_done()
+            return True
+        return False
+
+    # --- prepared statements ----------------------------------------------------------------------------------
+    async def _com_stmt_prepare(self, payload: bytes) -> None:
+        sql = payload[1:]
+        node, phys = self._target()
+        conn = await self._conn_for(node, phys)
+        try:
+            prepared, packets = await conn.prepare(sql)
+        finally:
+            if conn is not self.conn:
+                conn.pool.release(conn) if conn.pool else conn.close()
+        response = packets or getattr(prepared, "response", None) or []
+        if packets:
+            prepared.response = packets  # type: ignore[attr-defined]
+        stmt_id = self.next_stmt_id
+        self.next_stmt_id += 1
+        self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response)
+        first = response[0]
+        out = [frame(first[:1] + struct.pack("<I", stmt_id) + first[5:], 1)]
+        out.extend(frame(p, (i + 2) & 0xFF) for i, p in enumerate(response[1:]))
+        self.transport.write(b"".join(out))
+
+    def _com_stmt_execute(self, payload: bytes) -> None:
+        stmt_id = struct.unpack_from("<I", payload, 1)[0]
+        stmt = self.stmts.get(stmt_id)
+        if stmt is None:
+            self._error(ER.UNKNOWN_STMT_HANDLER, f"Unknown prepared statement handler ({stmt_id}) given to "
+                                                 "mysqld_stmt_execute")
+            self.command_done()
+            return
+        node, phys = self._target()
+        if stmt.node != node:
+            node = stmt.node
+        conn = None if stmt.long_data or stmt.cursor_conn else self._ready_conn(node, phys)
+        if conn is not None:
+            bstmt = conn.stmts.get(stmt.sql)
+            if bstmt is not None:
+                self._forward(conn, frame(self._execute_payload(stmt, bstmt, payload), 0))
+                return
+            if conn is not self.conn:
+                conn.pool.release(conn)
+        self._slow(self._execute_slow(stmt, payload, node, phys))
+
+    def _execute_payload(self, stmt: ClientStatement, bstmt, payload: bytes) -> bytes:
+        """The client's COM_STMT_EXECUTE with the backend statement id, carrying parameter types if needed."""
+        head = b"\x17" + struct.pack("<I", bstmt.stmt_id)
+        n = stmt.nparams
+        if n == 0:
+            return head + payload[5:]
+        bitmap_end = 10 + (n + 7) // 8
+        bound = payload[bitmap_end] if len(payload) > bitmap_end else 0
+        if bound:
+            types = payload[bitmap_end + 1:bitmap_end + 1 + 2 * n]
+            stmt.param_types = types
+            bstmt.types_bound = types
+            return head + payload[5:]
+        if bstmt.types_bound == stmt.param_types or stmt.param_types is None:
+            return head + payload[5:]
+        # This backend statement has not seen the client's types yet (the client sent them to another
+        # connection): resend them, as the protocol requires types on the first execute.
+        bstmt.types_bound = stmt.param_types
+        return head + payload[5:bitmap_end] + b"\x01" + stmt.param_types + payload[bitmap_end + 1:]
+
+    async def _execute_slow(self, stmt: ClientStatement, payload: bytes, node: str, phys: bytes | None) -> None:
+        conn = stmt.cursor_conn or await self._conn_for(node, phys)
+        try:
+            bstmt, _ = await conn.prepare(stmt.sql)
+        except BaseException:
+            if conn is not self.conn and conn is not stmt.cursor_conn:
+                self._give_back(conn)
+            raise
+        for chunk in stmt.long_data:
+            conn.send_only(b"\x18" + struct.pack("<I", bstmt.stmt_id) + chunk[5:])
+        stmt.long_data = []
+        done = self.loop.create_future()
+        self._fwd = conn
+        conn.forward(frame(self._execute_payload(stmt, bstmt, payload), 0), self.transport, KIND_RESULT,
+                     lambda c: done.set_result(None))
+        await done
+        if payload[5] & 0x07 and conn.last_status & CURSOR_EXISTS:
+            stmt.cursor_conn = conn
+        self._settle(conn)
+
+    def _com_stmt_fetch(self, payload: bytes) -> None:
+        stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
+        if stmt is None or stmt.cursor_conn is None:
+            self._error(ER.UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler given to mysqld_stmt_fetch")
+            self.command_done()
+            return
+        conn = stmt.cursor_conn
+        bstmt = conn.stmts.get(stmt.sql)
+        self._forward(conn, frame(b"\x1c" + struct.pack("<I", bstmt.stmt_id) + payload[5:], 0), KIND_ROWS)
+
+    async def _com_stmt_reset(self, payload: bytes) -> None:
+        stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
+        if stmt is None:
+            self._error(ER.UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler given to mysqld_stmt_reset")
+            return
+        stmt.long_data = []
+        conn, stmt.cursor_conn = stmt.cursor_conn, None
+        if conn is not None and not conn.closed:
+            bstmt = conn.stmts.get(stmt.sql)
+            if bstmt is not None:
+                await conn.command(b"\x1a" + struct.pack("<I", bstmt.stmt_id))
+            if self.conn is conn and not conn.in_transaction and not self._has_cursor(conn):
+                self.conn = None
+                conn.pool.release(conn) if conn.pool else conn.close()
+        self._ok()
+
+    # --- other commands ---------------------------------------------------------------------------------------
+    def _com_set_option(self, payload: bytes) -> None:
+        option = struct.unpack_from("<H", payload, 1)[0]
+        if option not in (0, 1):
+            self._error(ER.UNKNOWN_COM_ERROR, "Unknown command")
+        else:
+            self.session.multi_statements = option == 0
+            # MySQL answers COM_SET_OPTION with an EOF packet (an OK one under CLIENT_DEPRECATE_EOF).
+            if self.deprecate_eof:
+                self._ok()
+            else:
+                self._send(b"\xfe\x00\x00" + struct.pack("<H", self._status()), 1)
+        self.command_done()
+
+    def _com_statistics(self) -> None:
+        up = int(time.monotonic() - self.server.started)
+        text = (f"Uptime: {up}  Threads: {len(self.server.clients)}  Questions: {self.server.questions()}  "
+                f"Slow queries: 0  Opens: 0  Open tables: 0  Queries per second avg: "
+                f"{self.server.questions() / max(up, 1):.3f}")
+        self._send(text.encode(), 1)
+        self.command_done()
+
+    async def _com_reset_connection(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._give_back(conn, dirty=True)
+        for stmt in self.stmts.values():
+            if stmt.cursor_conn is not None and stmt.cursor_conn is not conn:
+                self._give_back(stmt.cursor_conn, dirty=True)
+        self.stmts.clear()
+        self.session.reset()
+        self._ok()
+
+    def _com_change_user(self, p: bytes) -> None:
+        pos = 1
+        end = p.index(b"\0", pos)
+        user = p[pos:end].decode("utf-8", "replace")
+        pos = end + 1
+        if self.caps & CLIENT.SECURE_CONNECTION:
+            n = p[pos]
+            resp = p[pos + 1:pos + 1 + n]
+            pos += 1 + n
+        else:
+            end = p.index(b"\0", pos)
+            resp = p[pos:end]
+            pos = end + 1
+        db = None
+        if pos < len(p):
+            end = p.find(b"\0", pos)
+            end = len(p) if end < 0 else end
+            db = p[pos:end].decode("utf-8", "replace") or None
+            pos = end + 1
+        charset = None
+        if pos + 2 <= len(p):
+            charset = struct.unpack_from("<H", p, pos)[0]
+            pos += 2
+        plugin = NATIVE
+        if self.caps & CLIENT.PLUGIN_AUTH and pos < len(p):
+            end = p.find(b"\0", pos)
+            plugin = p[pos:end if end >= 0 else len(p)]
+        # A new user starts from a clean session, like after COM_RESET_CONNECTION.
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self._give_back(conn, dirty=True)
+        self.stmts.clear()
+        self.session = Session()
+        self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
+        names = set_names_for(charset) if charset is not None else None
+        if names:
+            self.session.record(names)
+        self.pending_db = db
+        self.phase = PH_AUTH
+        self.seq = 1
+        self._begin_auth(user, plugin, resp)
+        self.command_done()
+
+
+LOCAL_STATEMENTS = {
+    b"USE": ClientConnection._stmt_use,
+    b"SET": ClientConnection._stmt_set,
+    b"SHOW": ClientConnection._stmt_show,
+}
+

@@ -1,0 +1,104 @@
+"""One worker's MySQL server: accepts clients on listening sockets it is given, owns the pools of its snapshot.
+
+The configuration is an immutable snapshot; `apply_config` swaps it atomically. Clients pick the new snapshot up at
+their next statement outside a transaction (a transaction finishes on the snapshot it started with). Pools of data
+nodes whose settings changed are replaced; the old ones stop lending and close their connections as they come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+import ssl
+import time
+
+from ddm import auth, tls
+from ddm.config import Config
+from ddm.frontend import ClientConnection
+from ddm.pool import PoolSet
+
+log = logging.getLogger("ddm.server")
+
+
+class Server:
+    def __init__(self, config: Config, worker_id: int = 0) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.loop = asyncio.get_event_loop()
+        self.clients: set[ClientConnection] = set()
+        self.pools = PoolSet(dict(config.nodes))
+        self.servers: list[asyncio.AbstractServer] = []
+        self.started = time.monotonic()
+        self.auth_failures = 0
+        self._ids = itertools.count((worker_id << 24) + 1)
+        self.tls_context: ssl.SSLContext | None = None
+        self.rsa_keys: auth.RSAKeyPair | None = None
+        self._setup_keys()
+
+    def _setup_keys(self) -> None:
+        cfg = self.config.server.tls
+        key_dir = cfg.auto_dir or os.path.join(os.path.dirname(os.path.abspath(self.config.source or ".")),
+                                               "ddm-keys")
+        if cfg.enabled:
+            if cfg.cert and cfg.key:
+                cert, key = cfg.cert, cfg.key
+            else:
+                cert, key = tls.ensure_self_signed(key_dir)
+            self.tls_context = tls.server_context(cert, key)
+        self.rsa_keys = tls.ensure_rsa_keypair(key_dir)
+
+    def next_connection_id(self) -> int:
+        return next(self._ids) & 0xFFFFFFFF
+
+    def questions(self) -> int:
+        return sum(c.queries for c in self.clients)
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+    async def start(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            srv = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=1024)
+            self.servers.append(srv)
+        log.info("worker %d serving on %s", self.worker_id,
+                 ", ".join(str(s.getsockname()) for s in sockets))
+
+    def apply_config(self, config: Config) -> None:
+        old = self.config
+        changed = {name for name, node in config.nodes.items() if old.nodes.get(name) != node}
+        removed = set(old.nodes) - set(config.nodes)
+        for key, pool in list(self.pools.pools.items()):
+            if key[0] in changed or key[0] in removed:
+                del self.pools.pools[key]
+                self.loop.create_task(pool.close())
+        self.pools.nodes = dict(config.nodes)
+        self.config = config
+
+    async def stop_accepting(self) -> None:
+        for srv in self.servers:
+            srv.close()
+        self.servers = []
+
+    async def drain(self, timeout: float) -> None:
+        """Close clients as they reach a transaction boundary; give up on the rest after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.clients and time.monotonic() < deadline:
+            for client in list(self.clients):
+                if client.conn is None and not client.busy:
+                    client.close()
+            if self.clients:
+                await asyncio.sleep(0.02)
+        for client in list(self.clients):
+            client.close()
+
+    async def close(self) -> None:
+        await self.stop_accepting()
+        for client in list(self.clients):
+            client.close()
+        await self.pools.close()
+
+    def stats(self) -> dict:
+        return {"worker": self.worker_id, "connections": len(self.clients), "questions": self.questions(),
+                "auth_failures": self.auth_failures, "pools": self.pools.stats(),
+                "config_generation": self.config.generation}
