@@ -94,6 +94,7 @@ class Prepared:
     nparams: int
     ncols: int
     types_bound: bytes | None = None  # the parameter types this backend statement last received
+    response: list[bytes] = field(default_factory=list)  # the prepare response packets (for other clients)
 
 
 def parse_handshake(payload: bytes) -> dict:
@@ -163,6 +164,7 @@ class BackendConnection(BackendCore):
         self.stmts: OrderedDict[bytes, Prepared] = OrderedDict()
         self._waiter: asyncio.Future | None = None
         self._done_cb: Callable[[BackendConnection], None] | None = None
+        self.mode = MODE_RAW  # the server speaks first: its greeting may arrive before connect() returns
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -241,8 +243,6 @@ class BackendConnection(BackendCore):
             raise NodeUnavailable(self.node_name, f"bad handshake: {exc}") from None
 
     async def _handshake(self, host: str) -> None:
-        self.mode = MODE_RAW
-        self.packets = []
         first = await self._read_raw(30)
         if first[:1] == b"\xff":
             raise BackendError.from_payload(first)
@@ -373,7 +373,7 @@ class BackendConnection(BackendCore):
         packets = await self.command(b"\x16" + sql, KIND_PREPARE)
         head = packets[0]
         stmt = Prepared(stmt_id=struct.unpack_from("<I", head, 1)[0], nparams=struct.unpack_from("<H", head, 7)[0],
-                        ncols=struct.unpack_from("<H", head, 5)[0])
+                        ncols=struct.unpack_from("<H", head, 5)[0], response=packets)
         self.stmts[sql] = stmt
         if len(self.stmts) > STMT_CACHE_SIZE:
             _, old = self.stmts.popitem(last=False)

@@ -9,9 +9,23 @@ whole snapshot atomically on hot reload and a transaction in flight keeps the sn
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import difflib
+import hashlib
+import importlib
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
+
+import yaml
+
+from ddm.expr import ExprError, expand
 
 DEFAULT_PORT = 3306
 
@@ -144,6 +158,11 @@ class TableRule:
     key_generator: KeyGenerator | None = None
     binding_group: tuple[str, ...] = ()
 
+    @property
+    def targets(self) -> tuple[PhysicalTable, ...]:
+        """Every physical table of this rule, in shard order (datasource-major)."""
+        return tuple(PhysicalTable(ds, t) for ds in self.datasources for t in self.tables[ds])
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:
@@ -158,6 +177,10 @@ class DatabaseConfig:
     def is_passthrough(self) -> bool:
         return not self.tables
 
+    def rule(self, table: str) -> TableRule | None:
+        """The rule for a logical table name, matched case-insensitively; None = lives on default_datasource."""
+        return self.tables.get(table.lower())
+
 
 @dataclass(frozen=True)
 class Config:
@@ -168,7 +191,21 @@ class Config:
     source: str = ""  # the file it came from
     generation: int = 0  # bumped by each reload within one process
 
+    def digest(self) -> str:
+        """A stable hash of the content (not of source/generation): equal digests = nothing to reload.
 
-def load(path: str) -> Config:
-    """Read, validate and freeze the YAML file at `path`. Raises ConfigError naming every problem."""
-    raise NotImplementedError  # implemented by the config loader (see below)
+        TLS certificate and key *contents* are included so that rotating the files counts as a change."""
+        h = hashlib.sha256(json.dumps(_canonical(self), separators=(",", ":")).encode())
+        for path in (self.server.tls.cert, self.server.tls.key):
+            if path:
+                try:
+                    with open(path, "rb") as f:
+                        h.update(hashlib.sha256(f.read()).digest())
+                except OSError as e:
+                    h.update(repr(e).encode())
+        return h.hexdigest()
+
+    def with_generation(self, generation: int) -> Config:
+        return dataclasses.replace(self, generation=generation)
+
+

@@ -654,13 +654,11 @@ class ClientConnection(FrontendCore):
         node, phys = self._target()
         conn = await self._conn_for(node, phys)
         try:
-            prepared, packets = await conn.prepare(sql)
+            prepared, _ = await conn.prepare(sql)
         finally:
             if conn is not self.conn:
                 conn.pool.release(conn) if conn.pool else conn.close()
-        response = packets or getattr(prepared, "response", None) or []
-        if packets:
-            prepared.response = packets  # type: ignore[attr-defined]
+        response = prepared.response
         stmt_id = self.next_stmt_id
         self.next_stmt_id += 1
         self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response)

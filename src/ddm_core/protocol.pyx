@@ -233,6 +233,7 @@ cdef class BackendCore:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t end
         cdef bytes payload
+        cdef bint done
         if mode == M_FORWARD:
             end = self._scan(<const unsigned char*>PyBytes_AS_STRING(data), n)
             if self.sink is not None:
@@ -250,8 +251,9 @@ cdef class BackendCore:
                 payload = self.framer.next_packet()
                 if payload is None:
                     return
+                done = self.continued_classify(payload)
                 self.packets.append(payload)
-                if self.continued_classify(payload):
+                if done:
                     break
             self.mode = M_IDLE
             if self.framer.pending():
