@@ -20,6 +20,8 @@ cdef inline unsigned int u32(const unsigned char* p) noexcept nogil:
 
 # Reads a length-encoded integer at p[*pos] (bounded by n); returns -1 on a NULL marker (0xFB), -2 when truncated.
 cdef long long read_lenenc(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos) noexcept nogil
+# The full unsigned 64-bit range (insert ids): 0 read, -1 NULL marker, -2 truncated.
+cdef int read_lenenc_u64(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos, unsigned long long* out) noexcept nogil
 
 cpdef bytes lenenc_int(unsigned long long value)
 cpdef bytes lenenc_str(bytes value)

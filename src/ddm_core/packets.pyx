@@ -50,6 +50,21 @@ cdef long long read_lenenc(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos
     return -2  # 0xFF is not a valid length prefix
 
 
+cdef int read_lenenc_u64(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos, unsigned long long* out) noexcept nogil:
+    cdef Py_ssize_t i = pos[0]
+    if i < n and p[i] == 0xFE:
+        if i + 9 > n:
+            return -2
+        out[0] = u32(p + i + 1) | (<unsigned long long>u32(p + i + 5) << 32)
+        pos[0] = i + 9
+        return 0
+    cdef long long v = read_lenenc(p, n, pos)
+    if v < 0:
+        return <int>v
+    out[0] = <unsigned long long>v
+    return 0
+
+
 cpdef bytes lenenc_int(unsigned long long value):
     if value < 0xFB:
         return bytes((value,))
@@ -110,11 +125,10 @@ cpdef tuple parse_ok(bytes payload, bint session_track=False):
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     cdef Py_ssize_t pos = 1
-    cdef long long affected, insert_id, ilen
+    cdef unsigned long long affected = 0, insert_id = 0
+    cdef long long ilen
     cdef unsigned int status = 0, warnings = 0
-    affected = read_lenenc(p, n, &pos)
-    insert_id = read_lenenc(p, n, &pos)
-    if affected < 0 or insert_id < 0:
+    if read_lenenc_u64(p, n, &pos, &affected) != 0 or read_lenenc_u64(p, n, &pos, &insert_id) != 0:
         raise MalformedPacket("truncated OK packet")
     if pos + 4 <= n:
         status = u16(p + pos)

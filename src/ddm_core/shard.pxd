@@ -1,0 +1,42 @@
+# Shard functions: map a shard-key value to a shard index in [0, n). Contract: docs/CONTRACTS.md
+# ("Shard functions and routing"); pure-Python twin: src/ddm/_py/shard.py.
+
+from libc.stdint cimport uint32_t
+
+# zlib-compatible CRC-32 continuing from `crc` (0 to start).
+cdef uint32_t crc32_c(const unsigned char* p, Py_ssize_t n, uint32_t crc) noexcept nogil
+# MurmurHash3_x86_32.
+cdef uint32_t murmur3_c(const unsigned char* p, Py_ssize_t n, uint32_t seed) noexcept nogil
+
+cdef class ShardFunction:
+    cdef readonly int n
+    cpdef int index(self, object value) except -1
+    cpdef object indexes_for_range(self, object lo, bint lo_inclusive, object hi, bint hi_inclusive)
+
+cdef class ModShard(ShardFunction):
+    pass
+
+cdef class TwoLevelShard(ShardFunction):
+    cdef readonly long long databases
+
+cdef class HashModShard(ShardFunction):
+    cdef readonly str hash_name
+    cdef readonly unsigned int seed
+    cdef bint _murmur
+    cdef uint32_t _hash(self, const unsigned char* p, Py_ssize_t n) noexcept nogil
+
+cdef class RangeShard(ShardFunction):
+    cdef readonly tuple boundaries
+    cdef long long* _cb       # boundaries as C integers when they all fit in int64 (else NULL)
+    cdef Py_ssize_t _nb
+
+cdef class IntervalShard(ShardFunction):
+    cdef readonly str unit
+    cdef readonly object start
+    cdef readonly int step
+    cdef int _unit            # 0 day, 1 month, 2 year
+    cdef object _units(self, object dt)
+
+cdef class ClassShard(ShardFunction):
+    cdef readonly object impl
+    cdef object _ranges
