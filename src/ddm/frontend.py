@@ -25,7 +25,7 @@ from ddm.pool import PoolTimeout
 from ddm.resultset import simple_resultset
 from ddm.session import Session, in_sync, set_names_for, synchronize
 from ddm_core.packets import PacketTooLarge, err_packet, frame, ok_packet
-from ddm_core.protocol import KIND_FIELD_LIST, KIND_PREPARE, KIND_RESULT, KIND_ROWS, FrontendCore
+from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendCore
 
 log = logging.getLogger("ddm.frontend")
 
@@ -104,6 +104,11 @@ class ClientConnection(FrontendCore):
         self.queries = 0
         self._task: asyncio.Task | None = None
         self._paused_backend: BackendConnection | None = None
+        self._fwd: BackendConnection | None = None
+        self._target_key: tuple | None = None
+        self._target_val: tuple[str, bytes | None] = ("", None)
+        self._pools: dict = {}
+        self.cursors = 0  # statements with an open cursor (they pin their connection)
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -153,7 +158,7 @@ class ClientConnection(FrontendCore):
         return False
 
     def _streaming_conn(self) -> BackendConnection | None:
-        return getattr(self, "_fwd", None)
+        return self._fwd
 
     # --- output helpers ---------------------------------------------------------------------------------------
     def _send(self, payload: bytes, seq: int) -> None:
@@ -393,7 +398,12 @@ class ClientConnection(FrontendCore):
         elif cmd == COM_STMT_PREPARE:
             self._slow(self._com_stmt_prepare(payload))
         elif cmd == COM_STMT_CLOSE:
-            self.stmts.pop(struct.unpack_from("<I", payload, 1)[0], None)
+            stmt = self.stmts.pop(struct.unpack_from("<I", payload, 1)[0], None)
+            if stmt is not None and stmt.cursor_conn is not None:
+                self.cursors -= 1
+                conn, stmt.cursor_conn = stmt.cursor_conn, None
+                if conn is not self.conn:
+                    self._give_back(conn, dirty=True)
             self.command_done()
         elif cmd == COM_STMT_SEND_LONG_DATA:
             stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
@@ -455,6 +465,15 @@ class ClientConnection(FrontendCore):
     # --- routing ----------------------------------------------------------------------------------------------
     def _target(self) -> tuple[str, bytes | None]:
         """The data node and physical database the session's statements go to (pass-through)."""
+        key = (self.config, self.session.db)
+        if self._target_key != key:  # recomputed only after USE or a configuration swap
+            self._target_key = key
+            self._target_val = self._compute_target()
+            self._pools = {}
+        return self._target_val
+
+    def _compute_target(self) -> tuple[str, bytes | None]:
+        self.session.bind_database(self.config, self.session.db)
         dbconf = self.session.dbconf
         if dbconf is not None:
             ds = dbconf.datasources[dbconf.default_datasource]
@@ -466,7 +485,10 @@ class ClientConnection(FrontendCore):
         return next(iter(cfg.nodes)), None
 
     def _pool(self, node: str):
-        return self.server.pools.get(node, self.flavour)
+        pool = self._pools.get(node)
+        if pool is None or pool.closed:
+            pool = self._pools[node] = self.server.pools.get(node, self.flavour)
+        return pool
 
     def _ready_conn(self, node: str, phys: bytes | None) -> BackendConnection | None:
         """A connection that can run the next statement right now, or None (then the slow path)."""
@@ -556,7 +578,7 @@ class ClientConnection(FrontendCore):
         return True
 
     def _has_cursor(self, conn: BackendConnection) -> bool:
-        return any(s.cursor_conn is conn for s in self.stmts.values()) if self.stmts else False
+        return self.cursors > 0 and any(s.cursor_conn is conn for s in self.stmts.values())
 
     def _forward(self, conn: BackendConnection, packet: bytes, kind: int = KIND_RESULT) -> None:
         self._fwd = conn
@@ -572,7 +594,7 @@ class ClientConnection(FrontendCore):
         node, phys = self._target()
         conn = self._ready_conn(node, phys)
         if conn is not None:
-            self._forward(conn, frame(payload, 0))
+            self._forward(conn, self.raw or frame(payload, 0))
             return
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
 
@@ -602,6 +624,7 @@ class ClientConnection(FrontendCore):
             self._error(*problem)
             return
         self.session.bind_database(self.config, name)
+        self._target_key = None
         self._ok()
 
     def _stmt_set(self, sql: bytes) -> bool:
@@ -726,6 +749,7 @@ class ClientConnection(FrontendCore):
         await done
         if payload[5] & 0x07 and conn.last_status & CURSOR_EXISTS:
             stmt.cursor_conn = conn
+            self.cursors += 1
         self._settle(conn)
 
     def _com_stmt_fetch(self, payload: bytes) -> None:
@@ -745,6 +769,8 @@ class ClientConnection(FrontendCore):
             return
         stmt.long_data = []
         conn, stmt.cursor_conn = stmt.cursor_conn, None
+        if conn is not None:
+            self.cursors -= 1
         if conn is not None and not conn.closed:
             bstmt = conn.stmts.get(stmt.sql)
             if bstmt is not None:
@@ -784,6 +810,7 @@ class ClientConnection(FrontendCore):
             if stmt.cursor_conn is not None and stmt.cursor_conn is not conn:
                 self._give_back(stmt.cursor_conn, dirty=True)
         self.stmts.clear()
+        self.cursors = 0
         self.session.reset()
         self._ok()
 
@@ -819,7 +846,9 @@ class ClientConnection(FrontendCore):
         if conn is not None:
             self._give_back(conn, dirty=True)
         self.stmts.clear()
+        self.cursors = 0
         self.session = Session()
+        self._target_key = None
         self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
         names = set_names_for(charset) if charset is not None else None
         if names:

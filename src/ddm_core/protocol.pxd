@@ -65,6 +65,7 @@ cdef class FrontendCore:
     cdef public object transport
     cdef public PacketFramer framer
     cdef public bint busy                   # a command is being executed: further packets wait in the framer
+    cdef public bytes raw                   # the command as framed by the client, when it came whole (else None)
     cdef bint _pumping
     cpdef command_done(self)
     cpdef pump(self)

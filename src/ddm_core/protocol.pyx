@@ -302,6 +302,7 @@ cdef class FrontendCore:
             if length + 4 == n and length < MAX_PAYLOAD and length <= self.framer.max_payload:
                 self.framer.last_seq = p[3]
                 self.busy = True
+                self.raw = data
                 self.on_command(data[4:])
                 return
         self.framer.feed(data)
@@ -322,6 +323,7 @@ cdef class FrontendCore:
                 if payload is None:
                     return
                 self.busy = True
+                self.raw = None
                 self.on_command(payload)
         finally:
             self._pumping = False
