@@ -331,9 +331,13 @@ class ClientConnection(FrontendCore):
             ok = pw is not None and auth.native_password_verify(pw, self.scramble, resp)
             self._auth_result(ok, bool(resp))
             return
-        # caching_sha2_password: ddm holds the password, so the fast path verifies any client that has it; an
-        # empty or non-matching scramble gets full authentication (cleartext over TLS, else RSA).
-        if pw is not None and resp and auth.sha2_password_verify_fast(pw, self.scramble, resp):
+        # caching_sha2_password: ddm holds the password, so the fast path verifies any client that has it; a
+        # non-matching scramble gets full authentication (cleartext over TLS, else RSA). An empty response means an
+        # empty password and is answered at once, as MySQL does.
+        if not resp:
+            self._auth_result(pw == b"", False)
+            return
+        if pw is not None and auth.sha2_password_verify_fast(pw, self.scramble, resp):
             self._send(b"\x01\x03", self.seq)  # fast_auth_success, then OK
             self.seq = (self.seq + 1) & 0xFF
             self._auth_result(True, True)
@@ -350,7 +354,7 @@ class ClientConnection(FrontendCore):
             self._send(b"\x01" + self.server.rsa_keys.public_pem(), self.seq)
             return
         if self.tls:
-            given = p.rstrip(b"\0")
+            given = auth.clear_password_decode(p)
         else:
             try:
                 given = auth.sha2_decrypt_password(self.server.rsa_keys, p, self.scramble)
