@@ -276,7 +276,7 @@ DEFAULT_AUTH_PLUGIN = "caching_sha2_password"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 KEY_GENERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "snowflake": ("worker_id", "epoch"),
-    "segment": ("step",),
+    "segment": ("name", "step", "initial", "table"),
 })
 
 TOP_KEYS = ("server", "users", "nodes", "databases", "include")
@@ -352,6 +352,9 @@ def _parse_yaml(text: str, label: str, problems: list[str]) -> Any:
         reason = e.problem or e.context or "syntax error"
         if e.context and e.problem and e.context_mark is not None:
             reason += f" ({e.context} at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+        lines = text.splitlines()
+        if mark is not None and mark.line < len(lines) and lines[mark.line][mark.column : mark.column + 1] == "\t":
+            reason += "; YAML does not allow tabs for indentation"
         problems.append(f"{prefix}yaml {where}: {reason}")
         return None
     except yaml.YAMLError as e:
@@ -1196,10 +1199,18 @@ class _Checker:
         if kind == "snowflake":
             if m.get("worker_id") is not None:
                 props["worker_id"] = self.integer(m, "worker_id", path, 0, lo=0, hi=1023)
-            if m.get("epoch") is not None:
+            epoch = m.get("epoch")
+            if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0:
+                props["epoch"] = epoch  # unix milliseconds
+            elif epoch is not None:
                 props["epoch"] = self.date(m, "epoch", path)
         elif kind == "segment":
+            # Blocks of `step` ids are reserved in a sequence table on the default data source's node.
+            for key in ("name", "table"):
+                if m.get(key) is not None:
+                    props[key] = self.string(m, key, path, None)
             props["step"] = self.integer(m, "step", path, 1000, lo=1)
+            props["initial"] = self.integer(m, "initial", path, 1, lo=0)
         if column is None or kind is None:
             return None
         return KeyGenerator(column=column.lower(), type=kind, props=_freeze(props))
