@@ -69,7 +69,7 @@ class ServerConfig:
 class UserConfig:
     name: str
     password: str
-    auth_plugin: str = "mysql_native_password"  # or caching_sha2_password
+    auth_plugin: str = "caching_sha2_password"  # or mysql_native_password
     databases: tuple[str, ...] = ("*",)  # logical databases this user may use; "*" = all
 
 
