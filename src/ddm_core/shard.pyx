@@ -13,7 +13,7 @@ import math
 import re
 from bisect import bisect_left, bisect_right
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
@@ -33,6 +33,8 @@ _DATETIME_RE = re.compile(
 cdef enum:
     MAX_ADJUSTED = 64
 _ONE_US = timedelta(microseconds=1)
+# A fixed context for canonical Decimal text: the thread's current context must not change hashes.
+_DEC_CTX = Context(prec=100)
 _ONE_DAY = timedelta(days=1)
 
 
@@ -212,13 +214,13 @@ cdef bytes _hash_bytes(object value):
             raise _bad(value, "a number in range")
         if value == value.to_integral_value():
             return str(int(value)).encode("ascii")
-        return format(value.normalize(), "f").encode("ascii")
+        return format(value.normalize(_DEC_CTX), "f").encode("ascii")
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _bad(value, "a finite number")
         if value.is_integer():
             return str(int(value)).encode("ascii")
-        return format(Decimal(repr(value)).normalize(), "f").encode("ascii")
+        return format(Decimal(repr(value)).normalize(_DEC_CTX), "f").encode("ascii")
     if isinstance(value, datetime):
         return value.isoformat(sep=" ").encode("ascii")
     if isinstance(value, (date, time)):
@@ -617,7 +619,7 @@ def _load_class(spec):
     return obj
 
 
-def make_shard_function(strategy, int n, *, datasources=None):
+def make_shard_function(strategy, n, *, datasources=None):
     """Build the shard function of a ShardStrategy over n shards.
 
     two_level reads props["databases"], falling back to `datasources` (the router passes the rule's data source

@@ -28,7 +28,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal
 from typing import Any
 
 __all__ = [
@@ -51,6 +51,8 @@ _DATETIME_RE = re.compile(
 # no MySQL integer column holds more than 20 digits anyway.
 _MAX_ADJUSTED = 64
 _ONE_US = timedelta(microseconds=1)
+# A fixed context for canonical Decimal text: the thread's current context must not change hashes.
+_DEC_CTX = Context(prec=100)
 
 
 class ShardKeyError(ValueError):
@@ -196,7 +198,7 @@ def _to_int(value: object) -> int:
 
 def _decimal_text(d: Decimal) -> str:
     # Shortest plain (no exponent) text of a non-integral number: 1.50 -> "1.5".
-    return format(d.normalize(), "f")
+    return format(d.normalize(_DEC_CTX), "f")
 
 
 def _hash_bytes(value: object) -> bytes:
@@ -260,7 +262,9 @@ def _to_datetime(value: object) -> datetime:
                 return datetime(v // 10000, v // 100 % 100, v % 100)
             if 10_000_101_000_000 <= v <= 99_991_231_235_959:  # YYYYMMDDHHMMSS
                 d8, t6 = divmod(v, 1_000_000)
-                return datetime(d8 // 10000, d8 // 100 % 100, d8 % 100, t6 // 10000, t6 // 100 % 100, t6 % 100)
+                return datetime(
+                    d8 // 10000, d8 // 100 % 100, d8 % 100, t6 // 10000, t6 // 100 % 100, t6 % 100
+                )
     except (ValueError, UnicodeDecodeError):
         raise _bad(value, "a valid date or datetime") from None
     raise _bad(value, "a date or datetime")
@@ -416,7 +420,11 @@ class RangeShard(ShardFunction):
             nhi = None if hi is None else _to_number(hi)
         except ShardKeyError:
             return None
-        if nlo is not None and nhi is not None and (nlo > nhi or (nlo == nhi and not (lo_inclusive and hi_inclusive))):
+        if (
+            nlo is not None
+            and nhi is not None
+            and (nlo > nhi or (nlo == nhi and not (lo_inclusive and hi_inclusive)))
+        ):
             return ()
         b = self.boundaries
         # A key > lo or >= lo can only be in the index holding lo or later ones.
@@ -542,7 +550,7 @@ def _load_class(spec: object) -> Any:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"class: cannot load {spec!r}: {e}") from None
-    if not callable(getattr(obj, "__call__", None)):
+    if not callable(obj):
         raise ValueError(f"class: {spec!r} is not a class")
     return obj
 
