@@ -15,12 +15,14 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from ddm import SERVER_VERSION, auth
+from ddm import SERVER_VERSION, auth, executor
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
 from ddm.constants import er as ER
 from ddm.constants import server_status as SS
+from ddm.params import ParamError
+from ddm.plan import PlanError
 from ddm.pool import PoolTimeout
 from ddm.resultset import simple_resultset
 from ddm.session import Session, in_sync, set_names_for, synchronize
@@ -53,6 +55,9 @@ class ClientStatement:
     param_types: bytes | None = None  # types from the last execute that sent them (new-params-bound flag)
     long_data: list[bytes] = field(default_factory=list)
     cursor_conn: BackendConnection | None = None
+    plan: object | None = None  # sharded databases: the statement's plan and lexed text
+    lexed: object | None = None
+    last_payload: bytes = b""
 
 
 def first_keyword(sql: bytes) -> bytes:
@@ -109,6 +114,8 @@ class ClientConnection(FrontendCore):
         self._target_val: tuple[str, bytes | None] = ("", None)
         self._pools: dict = {}
         self.cursors = 0  # statements with an open cursor (they pin their connection)
+        self.txn_conns: dict[str, BackendConnection] = {}  # sharded: one connection per node in a transaction
+        self.txn_begin: bytes | None = None  # sharded: the BEGIN to send to each node the transaction reaches
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,10 +144,18 @@ class ClientConnection(FrontendCore):
             if conn.mode == 0:
                 self._give_back(conn, dirty=True)
             # a connection still streaming a response is given back by _forward_done
+        self._release_txn_conns()
         for stmt in self.stmts.values():
             if stmt.cursor_conn is not None and stmt.cursor_conn is not conn:
                 self._give_back(stmt.cursor_conn, dirty=True)
         self.stmts.clear()
+
+    def _release_txn_conns(self) -> None:
+        conns, self.txn_conns = self.txn_conns, {}
+        self.txn_begin = None
+        for c in conns.values():
+            if c is not self.conn and c.mode == 0:
+                self._give_back(c, dirty=True)
 
     def pause_writing(self) -> None:
         # The client reads slower than the data node sends: stop reading the node until it catches up.
@@ -167,7 +182,7 @@ class ClientConnection(FrontendCore):
 
     def _status(self) -> int:
         status = SS.AUTOCOMMIT if self.session.autocommit else 0
-        if self.conn is not None and self.conn.in_transaction:
+        if (self.conn is not None and self.conn.in_transaction) or self.txn_conns or self.txn_begin is not None:
             status |= SS.IN_TRANS
         return status
 
@@ -454,6 +469,12 @@ class ClientConnection(FrontendCore):
             self._after_statement_error()
         except PoolTimeout as exc:
             self._error(ER.CON_COUNT_ERROR, str(exc))
+        except PlanError as exc:
+            self._error(exc.code, exc.message)
+        except ParamError as exc:
+            self._error(ER.WRONG_ARGUMENTS, f"Incorrect arguments to mysqld_stmt_execute: {exc}")
+        except ValueError as exc:  # a shard key value the sharding rules cannot place (ShardKeyError)
+            self._error(ER.UNKNOWN_ERROR, f"cannot route the statement: {exc}")
         except asyncio.CancelledError:
             return
         except Exception as exc:  # a bug must not take the worker down; the client gets an error
@@ -595,12 +616,26 @@ class ClientConnection(FrontendCore):
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
+        dbconf = self.session.dbconf
+        if dbconf is not None and dbconf.tables:
+            self._sharded_query(sql)
+            return
         node, phys = self._target()
         conn = self._ready_conn(node, phys)
         if conn is not None:
             self._forward(conn, self.raw or frame(payload, 0))
             return
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
+
+    def _sharded_query(self, sql: bytes) -> None:
+        unit, lexed = executor.fast_units(self, sql)
+        if unit is not None and not self.txn_conns and self.txn_begin is None:
+            node, phys = executor.location(self, unit.datasource)
+            conn = self._ready_conn(node, phys)
+            if conn is not None:
+                self._forward(conn, frame(b"\x03" + unit.sql, 0))
+                return
+        self._slow(executor.run_query(self, sql, lexed))
 
     async def _forward_slow(self, payload: bytes, kind: int, node: str | None = None,
                             phys: bytes | None = None) -> None:
@@ -678,6 +713,11 @@ class ClientConnection(FrontendCore):
     # --- prepared statements ----------------------------------------------------------------------------------
     async def _com_stmt_prepare(self, payload: bytes) -> None:
         sql = payload[1:]
+        dbconf = self.session.dbconf
+        if dbconf is not None and dbconf.tables:
+            plan, lexed, prepared, node = await executor.prepare(self, sql)
+            self._register_statement(sql, node, prepared, plan, lexed)
+            return
         node, phys = self._target()
         conn = await self._conn_for(node, phys)
         try:
@@ -685,10 +725,14 @@ class ClientConnection(FrontendCore):
         finally:
             if conn is not self.conn:
                 conn.pool.release(conn) if conn.pool else conn.close()
+        self._register_statement(sql, node, prepared)
+
+    def _register_statement(self, sql: bytes, node: str, prepared, plan=None, lexed=None) -> None:
         response = prepared.response
         stmt_id = self.next_stmt_id
         self.next_stmt_id += 1
-        self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response)
+        self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response,
+                                              plan=plan, lexed=lexed)
         first = response[0]
         out = [frame(first[:1] + struct.pack("<I", stmt_id) + first[5:], 1)]
         out.extend(frame(p, (i + 2) & 0xFF) for i, p in enumerate(response[1:]))
@@ -701,6 +745,9 @@ class ClientConnection(FrontendCore):
             self._error(ER.UNKNOWN_STMT_HANDLER, f"Unknown prepared statement handler ({stmt_id}) given to "
                                                  "mysqld_stmt_execute")
             self.command_done()
+            return
+        if stmt.plan is not None:
+            self._slow(executor.execute(self, stmt, payload))
             return
         node, phys = self._target()
         if stmt.node != node:
@@ -813,6 +860,7 @@ class ClientConnection(FrontendCore):
         for stmt in self.stmts.values():
             if stmt.cursor_conn is not None and stmt.cursor_conn is not conn:
                 self._give_back(stmt.cursor_conn, dirty=True)
+        self._release_txn_conns()
         self.stmts.clear()
         self.cursors = 0
         self.session.reset()
@@ -849,6 +897,7 @@ class ClientConnection(FrontendCore):
         conn, self.conn = self.conn, None
         if conn is not None:
             self._give_back(conn, dirty=True)
+        self._release_txn_conns()
         self.stmts.clear()
         self.cursors = 0
         self.session = Session()

@@ -209,12 +209,12 @@ class Plan:
     kind = "?"
 
     def bind(self, lexed: Any, params: Sequence[Any] | None = None, keys: Sequence[int] | None = None,
-             sql: bytes | None = None) -> ExecutionUnits:
+             sql: bytes | None = None, inline: bool = True) -> ExecutionUnits:
         """Per-shard SQL + merge description for one query with this plan's digest (no sqlglot).
 
         params: prepared-statement values (inlined as literals); keys: generated shard keys for an InsertPlan
         (see `ddm.rewrite.keys_needed`); sql: the query text when `lexed` does not carry it."""
-        return _compile_units()(self, lexed, sql, params, keys)
+        return _compile_units()(self, lexed, sql, params, keys, inline)
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,7 +188,7 @@ class _Bound:
 
     __slots__ = ("lexed", "sql", "values", "param_edits")
 
-    def __init__(self, lexed: Any, sql: bytes, params: Sequence[Any] | None) -> None:
+    def __init__(self, lexed: Any, sql: bytes, params: Sequence[Any] | None, inline: bool = True) -> None:
         self.lexed = lexed
         self.sql = sql
         self.values: dict[int, Any] = {}
@@ -203,7 +203,8 @@ class _Bound:
                     v = params[j]
                     j += 1
                     self.values[k] = v
-                    self.param_edits.append((start(tok), end(tok), format_literal(v)))
+                    if inline:
+                        self.param_edits.append((start(tok), end(tok), format_literal(v)))
 
     def value(self, k: int, neg: bool = False) -> Any:
         v = self.values[k] if k in self.values else self.lexed.slot_value(k)
@@ -230,14 +231,17 @@ class _NotRoutable(Exception):
 
 
 def compile_units(plan: Plan, lexed: Any, sql: bytes | None = None, params: Sequence[Any] | None = None,
-                  keys: Sequence[int] | None = None) -> ExecutionUnits:
+                  keys: Sequence[int] | None = None, inline: bool = True) -> ExecutionUnits:
     """Bind `plan` to one query: per-data-source SQL (physical names, values) and the merge description.
 
     params: bound values of a prepared statement (inlined as literals: shards run it as text). keys: generated
-    shard keys for an InsertPlan (count from `InsertPlan.keys_needed`). Raises PlanError for refused statements."""
+    shard keys for an InsertPlan (count from `InsertPlan.keys_needed`). Raises PlanError for refused statements.
+    inline=False keeps parameter markers in the SQL (params still route): the executor uses it to run a
+    single-target prepared statement as a prepared statement on its shard; it is only valid for one unit without a
+    merge (the executor binds again with inline=True otherwise)."""
     if sql is None:
         sql = lexed.sql
-    b = _Bound(lexed, sql, params)
+    b = _Bound(lexed, sql, params, inline)
     if type(plan) is QueryPlan:
         return _bind_query(plan, b)
     if type(plan) is InsertPlan:

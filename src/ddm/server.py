@@ -17,6 +17,7 @@ import time
 
 from ddm import auth, tls
 from ddm.config import Config
+from ddm.executor import ShardingContext
 from ddm.frontend import ClientConnection
 from ddm.pool import PoolSet
 
@@ -34,6 +35,7 @@ class Server:
         self.started = time.monotonic()
         self.auth_failures = 0
         self._ids = itertools.count((worker_id << 24) + 1)
+        self.sharding = ShardingContext(self)
         self.tls_context: ssl.SSLContext | None = None
         self.rsa_keys: auth.RSAKeyPair | None = None
         self._setup_keys()

@@ -1,0 +1,379 @@
+"""Execution of statements on a sharded logical database: plan (cached) -> bind -> run units -> merge -> reply.
+
+`ClientConnection` calls `fast_units` on every COM_QUERY of a sharded database: on a plan-cache hit that binds to
+one statement for one data source, the frontend forwards it like a pass-through statement (no coroutine, response
+bytes untouched). Everything else comes here as a coroutine: several units run in parallel over pooled
+connections, and their buffered results are merged by `ddm_core.merge`. An error from any unit is the client's
+error; nothing partial is ever reported as success.
+
+Transactions: a connection that ends a statement inside a transaction stays with the client (one per data node)
+until COMMIT/ROLLBACK, which go to every such connection. There is no two-phase commit yet: a COMMIT that fails on
+one node after succeeding on another is reported as an error naming the nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from ddm import idgen
+from ddm.backend import BackendConnection, BackendError, NodeUnavailable
+from ddm.constants import er as ER
+from ddm.plan import DatabasePlan, InsertPlan, Plan, PlanError, QueryPlan, UnsupportedPlan
+from ddm.plan_cache import PlanCache
+from ddm.planner import plan as make_plan
+from ddm.resultset import text_resultset
+from ddm.rewrite import apply_edits, keys_needed
+from ddm.rowcodec import ColumnDef, binary_wire, decode_value, encode_value, join_binary_row, split_text_row
+from ddm.session import synchronize
+from ddm_core.lexer import lex
+from ddm_core.merge import Merger, MergeSpec
+from ddm_core.packets import frame, ok_packet
+
+if TYPE_CHECKING:
+    from ddm.frontend import ClientConnection
+
+log = logging.getLogger("ddm.executor")
+
+TXN_BEGIN = {b"BEGIN", b"START"}
+TXN_END = {b"COMMIT", b"ROLLBACK"}
+
+
+class ShardingContext:
+    """Per-worker state of the sharding engine: the plan cache and the key generators."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.plans = PlanCache(server.config.server.plan_cache_size)
+        self.generators: dict[tuple[str, str], Any] = {}
+
+    def plan_for(self, db: str, dbconf, lexed, generation: int) -> Plan:
+        found = self.plans.get(db, generation, lexed.digest)
+        if found is None:
+            found = make_plan(lexed, dbconf, lexed.sql)
+            self.plans.put(db, generation, lexed.digest, found)
+        return found
+
+    def generator(self, db: str, plan: InsertPlan):
+        key = (db, plan.rule.name)
+        gen = self.generators.get(key)
+        if gen is None:
+            dbconf = self.server.config.databases[db]
+            ds = dbconf.datasources[dbconf.default_datasource]
+            pools = self.server.pools
+
+            async def execute(sql: str):
+                # segment blocks are claimed with autocommit statements on the default data source
+                pool = pools.get(ds.node, 0)
+                conn = await pool.acquire()
+                try:
+                    await synchronize_db(conn, ds.database.encode())
+                    return await conn.query(sql.encode())
+                finally:
+                    pool.release(conn)
+
+            gen = idgen.make_generator(plan.rule.key_generator, self.server.worker_id, execute,
+                                       name=f"{db}.{plan.rule.name}")
+            self.generators[key] = gen
+        return gen
+
+
+async def synchronize_db(conn: BackendConnection, physical_db: bytes) -> None:
+    if conn.signature:
+        await conn.command(b"\x1f")
+        conn.forget_statements()
+        conn.signature = ()
+        conn.db = None
+    if conn.db != physical_db:
+        await conn.command(b"\x02" + physical_db)
+        conn.db = physical_db
+
+
+def fast_units(client: ClientConnection, sql: bytes):
+    """The single unit (datasource, sql) of a COM_QUERY when it can be forwarded as is, else None."""
+    session = client.session
+    lexed = lex(sql)
+    if lexed.statement_count > 1 or lexed.first_keyword in TXN_BEGIN or lexed.first_keyword in TXN_END:
+        return None, lexed
+    plan = client.server.sharding.plans.get(session.db, client.config.generation, lexed.digest)
+    if type(plan) is not QueryPlan:
+        return None, lexed
+    try:
+        eu = plan.bind(lexed)
+    except PlanError:
+        return None, lexed
+    if len(eu.units) != 1 or eu.merge is not None:
+        return None, lexed
+    return eu.units[0], lexed
+
+
+# --- connections ------------------------------------------------------------------------------------------
+def location(client: ClientConnection, datasource: str) -> tuple[str, bytes]:
+    ds = client.session.dbconf.datasources[datasource]
+    return ds.node, ds.database.encode()
+
+
+async def _conn_for_unit(client: ClientConnection, node: str, phys: bytes) -> BackendConnection:
+    if client.conn is not None:  # a connection the fast path pinned (transaction) joins the per-node set
+        client.txn_conns[client.conn.node_name] = client.conn
+        client.conn = None
+    conn = client.txn_conns.get(node)
+    if conn is None:
+        conn = await client._pool(node).acquire()
+        try:
+            await synchronize(conn, client.session, phys)
+            if client.txn_begin is not None:
+                await conn.query(client.txn_begin)
+                client.txn_conns[node] = conn
+        except BaseException:
+            client._give_back(conn, dirty=True)
+            raise
+        return conn
+    await synchronize(conn, client.session, phys)
+    return conn
+
+
+def _settle_unit_conn(client: ClientConnection, conn: BackendConnection) -> None:
+    if conn.closed:
+        client.txn_conns.pop(conn.node_name, None)
+        return
+    if conn.in_transaction or client.txn_begin is not None:
+        client.txn_conns[conn.node_name] = conn
+    elif client.txn_conns.get(conn.node_name) is conn:
+        del client.txn_conns[conn.node_name]
+        conn.pool.release(conn) if conn.pool else conn.close()
+    else:
+        conn.pool.release(conn) if conn.pool else conn.close()
+
+
+async def _run_units(client: ClientConnection, units, payload_of) -> list:
+    """Run every unit (in parallel where they use different connections); Results in unit order."""
+
+    async def one(unit):
+        node, phys = location(client, unit.datasource)
+        conn = await _conn_for_unit(client, node, phys)
+        try:
+            return conn.to_result(await conn.command(payload_of(unit)))  # before the connection is lent again
+        finally:
+            _settle_unit_conn(client, conn)
+
+    in_txn = client.txn_begin is not None or client.txn_conns or client.conn is not None
+    if len(units) == 1 or in_txn:
+        results = []
+        for unit in units:  # one connection per node inside a transaction: statements run one after another
+            results.append(await one(unit))
+        return results
+    outcome = await asyncio.gather(*(one(u) for u in units), return_exceptions=True)
+    for item in outcome:
+        if isinstance(item, BaseException):
+            raise item
+    return outcome  # type: ignore[return-value]
+
+
+# --- replies ----------------------------------------------------------------------------------------------
+def _send_ok(client: ClientConnection, affected: int, insert_id: int, warnings: int = 0, info: bytes = b"") -> None:
+    client._send(ok_packet(affected, insert_id, client._status(), warnings, info, client.session_track), 1)
+
+
+def _reply(client: ClientConnection, per_shard, eu, binary: bool) -> None:
+    if not any(res.columns for res in per_shard):
+        # writes / DDL: one OK for the client, affected rows added up
+        affected = sum(res.affected_rows for res in per_shard)
+        warnings = sum(res.warnings for res in per_shard)
+        insert_id = eu.generated_ids[0] if eu.generated_ids else next(
+            (res.insert_id for res in per_shard if res.insert_id), 0)
+        _send_ok(client, affected, insert_id, warnings)
+        return
+    columns = per_shard[0].columns
+    if eu.merge is None:
+        rows = [r for res in per_shard for r in res.rows]
+        out_cols = columns
+    else:
+        desc = eu.merge.resolve(len(columns))
+        spec = MergeSpec(order_by=desc.order_by, group_by=desc.group_by,
+                         aggregates=tuple((c, f.lower(), a) for c, f, a in desc.aggregates),
+                         distinct=desc.distinct, having=desc.having, limit=desc.limit, offset=desc.offset,
+                         visible_columns=desc.visible_columns, binary=False,
+                         shard_order=tuple((g, False) for g in desc.group_by) or None)
+        merger = Merger(spec, columns, len(per_shard))
+        for i, res in enumerate(per_shard):
+            merger.feed(i, res.rows)
+            merger.finish(i)
+        rows = merger.take()
+        out_cols = [c.to_payload() if isinstance(c, ColumnDef) else c
+                    for c in merger.output_columns[:desc.visible_columns]]
+    if binary:
+        rows = _text_to_binary(rows, out_cols)
+    client.transport.write(text_resultset(out_cols, rows, deprecate_eof=client.deprecate_eof,
+                                          status=client._status()))
+
+
+def _text_to_binary(rows: list[bytes], col_payloads: list[bytes]) -> list[bytes]:
+    cols = [ColumnDef.parse(c) for c in col_payloads]
+    wires = [binary_wire(c) for c in cols]
+    out = []
+    for row in rows:
+        fields = split_text_row(row, len(cols))
+        values = [decode_value(f, c, False) for f, c in zip(fields, cols, strict=True)]
+        out.append(join_binary_row([encode_value(v, c, True) for v, c in zip(values, cols, strict=True)], wires))
+    return out
+
+
+# --- entry points -----------------------------------------------------------------------------------------
+async def run_query(client: ClientConnection, sql: bytes, lexed=None) -> None:
+    """A COM_QUERY on a sharded logical database (slow path)."""
+    if lexed is None:
+        lexed = lex(sql)
+    kw = lexed.first_keyword
+    if kw in TXN_BEGIN and _is_begin(sql):
+        await _finish_transaction(client, b"COMMIT")  # an implicit commit, as MySQL does on BEGIN
+        client.txn_begin = sql
+        _send_ok(client, 0, 0)
+        return
+    if kw in TXN_END:
+        await _finish_transaction(client, sql)
+        _send_ok(client, 0, 0)
+        return
+    if lexed.statement_count > 1:
+        raise PlanError(ER.NOT_SUPPORTED_YET, "multi-statement queries on a sharded database are not supported")
+    plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
+    await _execute_plan(client, plan, lexed, None, binary=False)
+
+
+def _is_begin(sql: bytes) -> bool:
+    words = sql.upper().split()
+    return words[:1] == [b"BEGIN"] or words[:2] == [b"START", b"TRANSACTION"]
+
+
+async def _finish_transaction(client: ClientConnection, stmt: bytes) -> None:
+    conns = dict(client.txn_conns)
+    if client.conn is not None:
+        conns[client.conn.node_name] = client.conn
+    client.txn_conns.clear()
+    client.conn = None
+    client.txn_begin = None
+    failed = []
+    first_error: Exception | None = None
+    for node, conn in conns.items():
+        try:
+            await conn.query(stmt)
+            conn.pool.release(conn) if conn.pool else conn.close()
+        except (BackendError, NodeUnavailable) as exc:
+            failed.append(node)
+            first_error = first_error or exc
+            client._give_back(conn, dirty=True)
+    if first_error is not None:
+        word = stmt.split()[0].decode(errors="replace").upper() if stmt.split() else "COMMIT"
+        raise BackendError(ER.XAER_RMFAIL if len(conns) > 1 else getattr(first_error, "code", ER.UNKNOWN_ERROR),
+                           b"XAE07" if len(conns) > 1 else getattr(first_error, "sqlstate", b"HY000"),
+                           f"{word} failed on data node(s) {', '.join(failed)}: {first_error}".encode())
+
+
+async def _execute_plan(client: ClientConnection, plan: Plan, lexed, params, binary: bool, stmt=None) -> None:
+    if type(plan) is UnsupportedPlan:
+        raise plan.error()
+    if type(plan) is DatabasePlan:
+        await _database_plan(client, plan)
+        return
+    keys = None
+    if type(plan) is InsertPlan:
+        need = keys_needed(plan, lexed, params)
+        if need:
+            keys = await client.server.sharding.generator(client.session.db, plan).next_ids(need)
+    if binary and stmt is not None:
+        eu = plan.bind(lexed, params, keys, None, inline=False)
+        if len(eu.units) == 1 and eu.merge is None:
+            await _execute_prepared_unit(client, eu.units[0], stmt)
+            return
+    eu = plan.bind(lexed, params, keys)
+    results = await _run_units(client, eu.units, lambda u: b"\x03" + u.sql)
+    _reply(client, results, eu, binary)
+
+
+async def _execute_prepared_unit(client: ClientConnection, unit, stmt) -> None:
+    """One shard, one statement: prepare the rewritten text there and forward the client's execute as is."""
+    node, phys = location(client, unit.datasource)
+    conn = await _conn_for_unit(client, node, phys)
+    try:
+        bstmt, _ = await conn.prepare(unit.sql)
+    except BaseException:
+        _settle_unit_conn(client, conn)
+        raise
+    for chunk in stmt.long_data:
+        conn.send_only(b"\x18" + struct.pack("<I", bstmt.stmt_id) + chunk[5:])
+    stmt.long_data = []
+    done = client.loop.create_future()
+    client._fwd = conn
+    conn.forward(frame(client._execute_payload(stmt, bstmt, stmt.last_payload), 0), client.transport, 1,
+                 lambda c: done.set_result(None))
+    await done
+    client._fwd = None
+    if conn.closed and conn.forwarded_any:
+        client.close()
+        return
+    if conn.closed:
+        raise NodeUnavailable(node, "connection lost during a statement")
+    _settle_unit_conn(client, conn)
+
+
+async def _database_plan(client: ClientConnection, plan: DatabasePlan) -> None:
+    dbconf = client.config.databases.get(plan.name)
+    if dbconf is None:
+        raise PlanError(ER.NOT_SUPPORTED_YET, f"{plan.action} DATABASE '{plan.name}': only logical databases defined "
+                                              "in ddm's configuration can be created or dropped through ddm")
+    seen = set()
+    for ds in dbconf.datasources.values():
+        if (ds.node, ds.database) in seen:
+            continue
+        seen.add((ds.node, ds.database))
+        conn = await client._pool(ds.node).acquire()
+        try:
+            word = b"IF NOT EXISTS " if plan.action == "CREATE" else b"IF EXISTS "
+            await conn.query(plan.action.encode() + b" DATABASE " + (word if plan.if_exists else b"")
+                             + b"`" + ds.database.encode().replace(b"`", b"``") + b"`")
+        finally:
+            if plan.action == "DROP":
+                conn.db = None
+            conn.pool.release(conn)
+    _send_ok(client, 1 if plan.action == "CREATE" else 0, 0)
+
+
+async def prepare(client: ClientConnection, sql: bytes):
+    """COM_STMT_PREPARE on a sharded database: plan it, prepare a representative physical statement on one shard
+    for the metadata (parameter and column definitions) the client needs."""
+    lexed = lex(sql)
+    plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
+    if type(plan) is UnsupportedPlan:
+        raise plan.error()
+    if type(plan) is DatabasePlan:
+        raise PlanError(ER.NOT_SUPPORTED_YET, "CREATE/DROP DATABASE cannot be prepared through ddm")
+    if type(plan) is QueryPlan and plan.mode == 0:
+        datasource, text = plan.datasource, sql
+    else:
+        target = next(iter(plan.names))
+        edits = [(lexed.start(r.first), lexed.end(r.last), x) for r, x in zip(plan.tables, plan.names[target], strict=True)]
+        datasource, text = target[0], apply_edits(sql, edits) if edits else sql
+    node, phys = location(client, datasource)
+    conn = await _conn_for_unit(client, node, phys)
+    try:
+        prepared, _ = await conn.prepare(text)
+    finally:
+        _settle_unit_conn(client, conn)
+    return plan, lexed, prepared, node
+
+
+async def execute(client: ClientConnection, stmt, payload: bytes) -> None:
+    from ddm.params import decode_params
+
+    long_data: dict[int, bytes] = {}
+    for chunk in stmt.long_data:
+        pid = struct.unpack_from("<H", chunk, 5)[0]
+        long_data[pid] = long_data.get(pid, b"") + chunk[7:]
+    values, _blobs = decode_params(payload, stmt.nparams, stmt.param_types, long_data)
+    if stmt.nparams and payload[10 + (stmt.nparams + 7) // 8]:
+        stmt.param_types = payload[11 + (stmt.nparams + 7) // 8:11 + (stmt.nparams + 7) // 8 + 2 * stmt.nparams]
+    stmt.last_payload = payload
+    await _execute_plan(client, stmt.plan, stmt.lexed, values, binary=True, stmt=stmt)
+
