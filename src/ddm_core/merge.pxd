@@ -25,11 +25,14 @@ cdef class _ColInfo:
     cdef Py_ssize_t cap
     cdef Py_ssize_t len
     cdef object fold              # ddm.rowcodec.fold_ci (non-ASCII case-insensitive strings)
+    cdef list cols                # the ColumnDefs
 
     cdef Py_ssize_t locate(self, const unsigned char* p, Py_ssize_t n, int upto) except -1
     cdef int reserve(self, Py_ssize_t extra) except -1
     cdef int enc(self, int col, const unsigned char* v, Py_ssize_t n, bint desc) except -1
     cdef bytes key_row(self, bytes row, _Plan plan)
+    cdef bytes key_located(self, const unsigned char* p, _Plan plan)
+    cdef object num_at(self, const unsigned char* p, int col)
     cdef bytes key_fields(self, list fields, _Plan plan)
     cdef list split(self, bytes row)
 
@@ -42,6 +45,7 @@ cdef class Merger:
     cdef public Py_ssize_t max_buffer
     cdef int ncols
     cdef int vis
+    cdef int need_cols            # columns to locate for group keys and aggregate inputs
     cdef bint binary
     cdef bint grouped
     cdef bint stream_group
@@ -72,17 +76,18 @@ cdef class Merger:
     cdef dict groups
     cdef set seen
     cdef list sorted_rows
-    cdef list aggs                # [(col, func_code, arg0, arg1)]
+    cdef list aggs                # [(col, func_code, arg0, arg1, key plan)]
 
     cdef inline bint less(self, int a, int b) noexcept
     cdef void sift_down(self, int i) noexcept
     cdef void sift_up(self, int i) noexcept
     cdef int run_merge(self) except -1
     cdef int push(self, bytes row) except -1
-    cdef list new_group(self, list fields)
-    cdef int accumulate(self, list g, list fields) except -1
+    cdef bytes strip_binary(self, bytes row)
+    cdef list new_group(self, object row)
+    cdef int accumulate(self, list g, const unsigned char* p) except -1
     cdef list finish_group(self, list g)
     cdef int post(self, list fields, object row) except -1
     cdef int emit(self, list fields, object row) except -1
     cdef int flush(self) except -1
-    cdef void release(self)
+    cdef int release(self) except -1
