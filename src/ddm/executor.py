@@ -109,6 +109,36 @@ def fast_units(client: ClientConnection, sql: bytes):
     return eu.units[0], lexed
 
 
+def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
+    """COM_STMT_EXECUTE of a sharded statement that lands on one shard whose connection is ready and already has
+    the rewritten statement prepared: forward the client's packet (statement id swapped). False otherwise."""
+    plan = stmt.plan
+    if type(plan) is not QueryPlan or stmt.long_data or client.txn_conns or client.txn_begin is not None:
+        return False
+    from ddm.params import decode_params
+
+    values, _ = decode_params(payload, stmt.nparams, stmt.param_types)
+    try:
+        eu = plan.bind(stmt.lexed, values, None, None, inline=False)
+    except (PlanError, ValueError):
+        return False
+    if len(eu.units) != 1 or eu.merge is not None:
+        return False
+    unit = eu.units[0]
+    node, phys = location(client, unit.datasource)
+    conn = client._ready_conn(node, phys)
+    if conn is None:
+        return False
+    bstmt = conn.stmts.get(unit.sql)
+    if bstmt is None:
+        if conn is not client.conn:
+            conn.pool.release(conn)
+        return False
+    stmt.last_payload = payload
+    client._forward(conn, frame(client._execute_payload(stmt, bstmt, payload), 0))
+    return True
+
+
 # --- connections ------------------------------------------------------------------------------------------
 def location(client: ClientConnection, datasource: str) -> tuple[str, bytes]:
     ds = client.session.dbconf.datasources[datasource]

@@ -747,7 +747,8 @@ class ClientConnection(FrontendCore):
             self.command_done()
             return
         if stmt.plan is not None:
-            self._slow(executor.execute(self, stmt, payload))
+            if not executor.fast_execute(self, stmt, payload):
+                self._slow(executor.execute(self, stmt, payload))
             return
         node, phys = self._target()
         if stmt.node != node:
