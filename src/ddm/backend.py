@@ -364,6 +364,36 @@ class BackendConnection(BackendCore):
                 packets[-1], self.session_track)
         return res
 
+    def split_results(self, packets: list[bytes]) -> list[Result]:
+        """The results of a multi-statement response, one Result per statement."""
+        out: list[Result] = []
+        i, n = 0, len(packets)
+        while i < n:
+            p = packets[i]
+            if p[0] == 0x00:
+                res = Result(ok=p)
+                res.affected_rows, res.insert_id, res.status, res.warnings, res.info = P.parse_ok(
+                    p, self.session_track)
+                out.append(res)
+                i += 1
+                continue
+            if p[0] == 0xFF:
+                raise BackendError.from_payload(p)
+            ncols = p[0] if p[0] < 0xFB else _lenenc(p)
+            res = Result(columns=packets[i + 1:i + 1 + ncols])
+            i += 1 + ncols + (0 if self.deprecate_eof else 1)
+            start = i
+            while i < n and not (packets[i][:1] == b"\xfe" and len(packets[i]) < 0xFFFFFF
+                                 and (self.deprecate_eof or len(packets[i]) < 9)):
+                if packets[i][:1] == b"\xff":
+                    raise BackendError.from_payload(packets[i])
+                i += 1
+            res.rows = packets[start:i]
+            res.ok = packets[i] if i < n else None
+            out.append(res)
+            i += 1
+        return out
+
     async def prepare(self, sql: bytes) -> tuple[Prepared, list[bytes]]:
         """Prepare `sql` here (or reuse it); returns the statement and the response packets when newly made."""
         found = self.stmts.get(sql)

@@ -179,27 +179,37 @@ def _settle_unit_conn(client: ClientConnection, conn: BackendConnection) -> None
 
 
 async def _run_units(client: ClientConnection, units, payload_of) -> list:
-    """Run every unit (in parallel where they use different connections); Results in unit order."""
+    """Run every unit; Results in unit order. Units of one data source travel as one multi-statement query (one
+    round trip for all its physical tables); data sources run in parallel outside transactions."""
+    groups: dict[str, list[int]] = {}
+    for i, unit in enumerate(units):
+        groups.setdefault(unit.datasource, []).append(i)
+    results: list = [None] * len(units)
 
-    async def one(unit):
-        node, phys = location(client, unit.datasource)
+    async def one(datasource: str, idx: list[int]) -> None:
+        node, phys = location(client, datasource)
         conn = await _conn_for_unit(client, node, phys)
         try:
-            return conn.to_result(await conn.command(payload_of(unit)))  # before the connection is lent again
+            if len(idx) == 1:
+                results[idx[0]] = conn.to_result(await conn.command(payload_of(units[idx[0]])))
+            else:
+                # "\n;\n": a statement ending in a `--` or `#` comment cannot swallow the separator
+                sql = b"\n;\n".join(units[i].sql for i in idx)
+                for i, res in zip(idx, conn.split_results(await conn.command(b"\x03" + sql)), strict=True):
+                    results[i] = res
         finally:
             _settle_unit_conn(client, conn)
 
     in_txn = client.txn_begin is not None or client.txn_conns or client.conn is not None
-    if len(units) == 1 or in_txn:
-        results = []
-        for unit in units:  # one connection per node inside a transaction: statements run one after another
-            results.append(await one(unit))
+    if len(groups) == 1 or in_txn:
+        for ds, idx in groups.items():  # one connection per node inside a transaction: one group at a time
+            await one(ds, idx)
         return results
-    outcome = await asyncio.gather(*(one(u) for u in units), return_exceptions=True)
+    outcome = await asyncio.gather(*(one(ds, idx) for ds, idx in groups.items()), return_exceptions=True)
     for item in outcome:
         if isinstance(item, BaseException):
             raise item
-    return outcome  # type: ignore[return-value]
+    return results
 
 
 # --- replies ----------------------------------------------------------------------------------------------
