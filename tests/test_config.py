@@ -96,7 +96,7 @@ def test_all_examples_load_merged_into_a_base_config() -> None:
     assert r.tables["ds2"] == tuple(f"sbtest3_{i}" for i in range(8))
     assert (r.database_strategy.algorithm, r.database_strategy.column) == ("mod", "id")
     assert r.table_strategy.algorithm == "two_level" and r.table_strategy.props["databases"] == 4
-    assert r.key_generator.type == "snowflake" and r.key_generator.column == "id"
+    assert r.key_generator.type == "segment" and r.key_generator.column == "id"
 
     s32 = cfg.databases["sbtest32"]
     assert len(s32.datasources) == 32

@@ -494,7 +494,8 @@ def up(
 
     `replicas` is a count for every node or a per-node list ([1, 0] = one replica on n0 only). `rules` is a rules
     file path (or its parsed mapping) with a top-level `databases:`; it replaces same-named databases of the default
-    config and the physical databases it names are created on their nodes. Raises SandboxError; on failure
+    config and the physical databases it names are created on their nodes. A stopped sandbox already in DIR is
+    started afresh: its datadirs are wiped (a sandbox holds throwaway data). Raises SandboxError; on failure
     everything already started is stopped again."""
     if nodes < 1:
         raise SandboxError("a sandbox needs at least one node")

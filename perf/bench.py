@@ -1,0 +1,322 @@
+"""sysbench through ddm vs. straight to the data node, in one run, plus ddm's CPU cost per query.
+
+    python perf/bench.py [--time 10] [--threads 8] [--tables 4] [--table-size 10000] [--workers 1]
+                         [--rules FILE] [--sandbox-dir DIR] [--workloads ...] [--ps-modes auto disable]
+                         [--direct-only] [--record]
+
+For every workload x ps-mode: run sysbench against node 0 directly (database sbtest_direct), then through ddm
+(logical database sbtest; pass-through to n0 by default, sharded with --rules). QPS and p95 come from sysbench's
+own report; ddm CPU is utime+stime of the ddm-server master and all its descendants, sampled from /proc before and
+after the run, divided by the queries sysbench counted. See perf/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ddm import sandbox as sb
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+WORKLOADS = ("oltp_point_select", "oltp_read_only", "oltp_read_write")
+PS_MODES = ("auto", "disable")
+DIRECT_DB = "sbtest_direct"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    qps: float
+    queries: int
+    p95_ms: float
+    errors: int
+
+
+@dataclass
+class Row:
+    workload: str
+    ps_mode: str
+    direct: Run | None
+    ddm: Run | None
+    cpu_us_per_query: float | None
+
+
+# ------------------------------------------------------------------------------------------------ sysbench
+
+
+def parse_sysbench(out: str) -> Run:
+    """QPS, total queries, p95 latency (ms) and ignored errors from sysbench 1.0 `run` output."""
+    q = re.search(r"^\s*queries:\s+(\d+)\s+\(([\d.]+) per sec\.\)", out, re.M)
+    p95 = re.search(r"^\s*95th percentile:\s+([\d.]+)", out, re.M)
+    err = re.search(r"^\s*ignored errors:\s+(\d+)", out, re.M)
+    if not q or not p95:
+        raise RuntimeError("cannot parse sysbench output:\n" + out[-3000:])
+    return Run(qps=float(q.group(2)), queries=int(q.group(1)), p95_ms=float(p95.group(1)),
+               errors=int(err.group(1)) if err else 0)
+
+
+def sysbench(workload: str, action: str, conn: dict[str, str | int], opts: argparse.Namespace,
+             extra: tuple[str, ...] = ()) -> str:
+    cmd = ["sysbench", workload, "--db-driver=mysql", f"--mysql-host={conn['host']}", f"--mysql-port={conn['port']}",
+           f"--mysql-user={conn['user']}", f"--mysql-password={conn['password']}", f"--mysql-db={conn['db']}",
+           f"--tables={opts.tables}", f"--table-size={opts.table_size}", *extra, action]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return res.stdout
+
+
+def measure(workload: str, ps_mode: str, conn: dict[str, str | int], opts: argparse.Namespace) -> Run:
+    common = (f"--threads={opts.threads}", f"--db-ps-mode={ps_mode}", "--report-interval=0", "--percentile=95")
+    if opts.warmup > 0:  # sysbench 1.0.20 as packaged by Debian has no --warmup-time: a discarded short run
+        sysbench(workload, "run", conn, opts, (*common, f"--time={opts.warmup}"))
+    return parse_sysbench(sysbench(workload, "run", conn, opts, (*common, f"--time={opts.time}")))
+
+
+# ------------------------------------------------------------------------------------------------ ddm-server
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _tree(root: int) -> Iterator[int]:
+    kids, todo = _children(), [root]
+    while todo:
+        pid = todo.pop()
+        yield pid
+        todo += kids.get(pid, [])
+
+
+def cpu_seconds(root: int) -> float:
+    """utime+stime of root and every live descendant, plus what root has reaped from exited children."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue  # exited between listing and reading
+        # fields[0] is the state (stat field 3): utime/stime are stat fields 14/15, cutime/cstime 16/17
+        total += int(fields[11]) + int(fields[12])
+        if pid == root:
+            total += int(fields[13]) + int(fields[14])
+    return total / CLK_TCK
+
+
+class DdmServer:
+    """ddm-server started for this run; stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, config: str, workers: int, port: int, log_path: str) -> None:
+        exe = shutil.which("ddm-server", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                 os.environ.get("PATH", "")]))
+        cmd = [exe] if exe else [sys.executable, "-m", "ddm.server_main"]
+        cmd += ["--config", config, "--workers", str(workers)]
+        if sb.port_in_use(port):
+            raise RuntimeError(f"port {port} (ddm listen) is already in use: stop the other ddm-server first")
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ddm-server exited with {self.proc.returncode}; {log_path}:\n"
+                                   + Path(log_path).read_text(errors="replace")[-3000:])
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"ddm-server did not listen on {port} within 30 s; see {log_path}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def _f(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| workload | ps-mode | direct QPS | ddm QPS | ddm/direct | direct p95 ms | ddm p95 ms | ddm CPU us/query |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = r.ddm.qps / r.direct.qps if r.ddm and r.direct and r.direct.qps else None
+        lines.append(f"| {r.workload} | {r.ps_mode} | {_f(r.direct and r.direct.qps, '.0f')} | "
+                     f"{_f(r.ddm and r.ddm.qps, '.0f')} | {_f(ratio, '.2f')} | "
+                     f"{_f(r.direct and r.direct.p95_ms, '.2f')} | {_f(r.ddm and r.ddm.p95_ms, '.2f')} | "
+                     f"{_f(r.cpu_us_per_query, '.1f')} |")
+    errors = sum((r.ddm.errors if r.ddm else 0) + (r.direct.errors if r.direct else 0) for r in rows)
+    if errors:
+        lines.append(f"\n{errors} errors ignored and retried by sysbench (deadlocks, lock wait timeouts).")
+    return "\n".join(lines)
+
+
+def environment(opts: argparse.Namespace, node_version: str) -> str:
+    return (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), {platform.system()} "
+            f"{platform.release()}, Python {platform.python_version()}; MariaDB {node_version}; sysbench {opts.threads} threads, "
+            f"{opts.tables} tables x {opts.table_size} rows, {opts.time} s per run; ddm workers {opts.workers}"
+            f"{'; rules ' + opts.rules if opts.rules else ''}")
+
+
+def record(table: str, env: str, argv: list[str]) -> None:
+    head = "" if RESULTS.exists() else "# Benchmark results\n\nAppended by `perf/bench.py --record`.\n"
+    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    cmd = " ".join(shlex.quote(a) for a in ["python", "perf/bench.py", *argv])
+    with open(RESULTS, "a") as f:
+        f.write(f"{head}\n## {when}\n\n`{cmd}`\n\n{env}\n\n{table}\n")
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--time", type=int, default=10, help="seconds per sysbench run (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=0, help="seconds of discarded run before each measured run")
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--tables", type=int, default=4)
+    p.add_argument("--table-size", type=int, default=10000)
+    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
+    p.add_argument("--ps-modes", nargs="+", default=list(PS_MODES), choices=PS_MODES)
+    p.add_argument("--workers", type=int, default=1, help="ddm-server --workers")
+    p.add_argument("--rules", help="rules YAML (top-level databases:) for a sharded sbtest")
+    p.add_argument("--nodes", type=int, default=2, help="data nodes when the benchmark starts its own sandbox")
+    p.add_argument("--port", type=int, default=13310, help="sandbox base port when starting one")
+    p.add_argument("--sandbox-dir", help="reuse the sandbox running there (or start one there and keep it)")
+    p.add_argument("--user", default="ddm", help="ddm client user from ddm.yaml (default %(default)s)")
+    p.add_argument("--direct-only", action="store_true", help="only the direct runs (tests the harness)")
+    p.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.relative_to(HERE.parent)}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return bench(argv, parse_args(argv))
+    except (sb.SandboxError, RuntimeError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+
+
+def bench(argv: list[str], opts: argparse.Namespace) -> int:
+    for tool in ("sysbench", "mariadb"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} not found (bash scripts/setup.sh installs it)", file=sys.stderr)
+            return 1
+
+    own_dir = opts.sandbox_dir is None
+    box_dir = opts.sandbox_dir or tempfile.mkdtemp(prefix="ddm-bench-")
+    started = False
+    try:
+        st = sb.status(box_dir) if os.path.exists(sb.state_path(os.path.abspath(box_dir))) else None
+    except sb.SandboxError:
+        st = None
+    if st and all(i["alive"] for i in st["instances"]):
+        box = sb.load(box_dir)
+        if opts.rules:
+            print("bench: --rules ignored: reusing the running sandbox and its ddm.yaml", file=sys.stderr)
+        print(f"reusing sandbox in {box.dir}", file=sys.stderr)
+    else:
+        print(f"starting a {opts.nodes}-node sandbox in {box_dir}", file=sys.stderr)
+        try:
+            box = sb.up(box_dir, nodes=opts.nodes, base_port=opts.port, rules=opts.rules, workers=opts.workers,
+                        databases=("sbtest", DIRECT_DB))
+        except sb.SandboxError:
+            if own_dir:
+                shutil.rmtree(box_dir, ignore_errors=True)
+            raise
+        started = True
+
+    n0 = box.primary("n0")
+    direct = {"host": "127.0.0.1", "port": n0.port, "user": box.node_user, "password": box.node_password,
+              "db": DIRECT_DB}
+    users = {u["name"]: u["password"] for u in box.users}
+    if opts.user not in users:
+        print(f"bench: user {opts.user!r} is not in {box.config_path}", file=sys.stderr)
+        return 1
+    via = {"host": "127.0.0.1", "port": box.listen_port, "user": opts.user, "password": users[opts.user],
+           "db": "sbtest"}
+    sb.run_sql(n0, f"CREATE DATABASE IF NOT EXISTS {DIRECT_DB}")
+    env = environment(opts, sb.run_sql(n0, "SELECT VERSION()").strip())
+
+    server: DdmServer | None = None
+    rows: list[Row] = []
+    try:
+        print(f"preparing {opts.tables} x {opts.table_size} rows directly on n0.{DIRECT_DB}", file=sys.stderr)
+        sysbench("oltp_read_write", "cleanup", direct, opts)
+        sysbench("oltp_read_write", "prepare", direct, opts)
+        if not opts.direct_only:
+            server = DdmServer(box.config_path, opts.workers, box.listen_port,
+                               os.path.join(box.dir, "bench-ddm-server.log"))
+            print("preparing the same through ddm (sbtest)", file=sys.stderr)
+            sysbench("oltp_read_write", "cleanup", via, opts)
+            sysbench("oltp_read_write", "prepare", via, opts)
+        for workload in opts.workloads:
+            for ps_mode in opts.ps_modes:
+                print(f"{workload} ps-mode={ps_mode}: direct ...", file=sys.stderr)
+                d = measure(workload, ps_mode, direct, opts)
+                v, cpu = None, None
+                if server is not None:
+                    print(f"{workload} ps-mode={ps_mode}: ddm ...", file=sys.stderr)
+                    before = cpu_seconds(server.pid)
+                    v = measure(workload, ps_mode, via, opts)
+                    cpu = (cpu_seconds(server.pid) - before) * 1e6 / v.queries if v.queries else None
+                rows.append(Row(workload, ps_mode, d, v, cpu))
+    finally:
+        if server is not None:
+            server.stop()
+        if started and own_dir:
+            sb.down(box_dir)
+            shutil.rmtree(box_dir, ignore_errors=True)
+
+    table = markdown(rows)
+    print(f"\n{env}\n\n{table}")
+    if opts.record:
+        record(table, env, argv)
+        print(f"\nappended to {RESULTS}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
