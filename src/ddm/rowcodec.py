@@ -342,6 +342,33 @@ def format_temporal(f: bytes, col: ColumnDef) -> str:
     return txt + (f".{us:06d}"[:frac + 1] if frac else "")
 
 
+def temporal_binary(text: str, t: int) -> bytes:
+    """MySQL text form of a DATE/DATETIME/TIMESTAMP/TIME -> binary-protocol value (without the length byte),
+    using the shortest length MySQL allows (0 for all-zero, 4 date only, 7 without / 11 with microseconds)."""
+    if t == FT.TIME:
+        neg = text.startswith("-")
+        main, _, frac = text.lstrip("-").partition(".")
+        hms = [int(x or 0) for x in main.split(":")] + [0, 0]
+        us = int((frac + "000000")[:6]) if frac else 0
+        h, m, sec = hms[0], hms[1], hms[2]
+        if not (h or m or sec or us):
+            return b""
+        body = struct.pack("<BIBBB", 1 if neg else 0, h // 24, h % 24, m, sec)
+        return body + struct.pack("<I", us) if us else body
+    date, _, tod = text.partition(" ")
+    y, mo, d = (int(x) for x in (date.split("-") + ["0", "0"])[:3])
+    main, _, frac = tod.partition(".")
+    hh, mi, ss = ([int(x or 0) for x in main.split(":")] + [0, 0, 0])[:3] if main else (0, 0, 0)
+    us = int((frac + "000000")[:6]) if frac else 0
+    if us:
+        return struct.pack("<HBBBBBI", y, mo, d, hh, mi, ss, us)
+    if hh or mi or ss:
+        return struct.pack("<HBBBBB", y, mo, d, hh, mi, ss)
+    if y or mo or d:
+        return struct.pack("<HBB", y, mo, d)
+    return b""
+
+
 def decode_value(f: bytes | None, col: ColumnDef, binary: bool) -> object:
     """One field -> Python value (see the module docstring for the mapping)."""
     if f is None:
@@ -442,6 +469,8 @@ def encode_value(v: object, col: ColumnDef, binary: bool) -> bytes | None:
         if binary:
             return struct.pack("<f" if t == FT.FLOAT else "<d", fv)
         return (format_float(fv) if t == FT.FLOAT else format_double(fv)).encode()
+    if binary and t in (FT.DATE, FT.DATETIME, FT.TIMESTAMP, FT.NEWDATE, FT.TIME):
+        return temporal_binary(v if isinstance(v, str) else str(v), t)
     if isinstance(v, bytes):
         return v
     if isinstance(v, Decimal):
