@@ -26,6 +26,7 @@ from ddm.plan import PlanError
 from ddm.pool import PoolTimeout
 from ddm.resultset import simple_resultset
 from ddm.session import Session, in_sync, set_names_for, synchronize
+from ddm_core.lexer import lex
 from ddm_core.packets import PacketTooLarge, err_packet, frame, ok_packet
 from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendCore
 
@@ -116,6 +117,7 @@ class ClientConnection(FrontendCore):
         self.cursors = 0  # statements with an open cursor (they pin their connection)
         self.txn_conns: dict[str, BackendConnection] = {}  # sharded: one connection per node in a transaction
         self.txn_begin: bytes | None = None  # sharded: the BEGIN to send to each node the transaction reaches
+        self.sticky: set[str] = set()  # reasons the pinned connection must stay (locks, temporary tables)
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -260,6 +262,11 @@ class ClientConnection(FrontendCore):
             self.close()
             return
 
+        # The client may send its TLS ClientHello right behind the SSLRequest, in the same read: those bytes are in
+        # the framer and must reach the TLS layer once start_tls has installed it (it runs connection_made and
+        # resume_reading via call_soon in its first step; two call_soon hops land after both).
+        early = self.framer.take_pending()
+
         async def upgrade() -> None:
             try:
                 self.transport = await self.loop.start_tls(self.transport, self, self.server.tls_context,
@@ -271,7 +278,18 @@ class ClientConnection(FrontendCore):
             self.tls = True
             self.command_done()
 
+        def feed_early() -> None:
+            proto = self.transport.get_protocol()
+            if hasattr(proto, "get_buffer"):
+                buf = proto.get_buffer(len(early))
+                buf[:len(early)] = early
+                proto.buffer_updated(len(early))
+            else:
+                proto.data_received(early)
+
         self._task = self.loop.create_task(upgrade())
+        if early:
+            self.loop.call_soon(self.loop.call_soon, feed_early)
 
     def _on_handshake_response(self, p: bytes) -> None:
         caps, _max_packet, charset = struct.unpack_from("<IIB", p, 0)
@@ -594,13 +612,23 @@ class ClientConnection(FrontendCore):
             self._give_back(conn, dirty=True)
             return False
         elif conn.in_transaction or conn.last_status & CURSOR_EXISTS or (conn.last_error and self.conn is conn) \
-                or self._has_cursor(conn):
+                or self.sticky or self._has_cursor(conn):
             self.conn = conn
         else:
             if self.conn is conn:
                 self.conn = None
             conn.pool.release(conn)
         return True
+
+    def _note_sticky(self, kw: bytes, sql: bytes) -> None:
+        # Server-side state that lives on one connection (table locks, temporary tables, named locks) pins it.
+        head = sql[:200].upper()
+        if kw == b"LOCK":
+            self.sticky.add("lock")
+        elif kw == b"UNLOCK":
+            self.sticky.discard("lock")
+        elif kw == b"CREATE" and b"TEMPORARY" in head:
+            self.sticky.add("temporary")
 
     def _has_cursor(self, conn: BackendConnection) -> bool:
         return self.cursors > 0 and any(s.cursor_conn is conn for s in self.stmts.values())
@@ -616,6 +644,14 @@ class ClientConnection(FrontendCore):
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
+        if not self.session.multi_statements and b";" in sql and lex(sql).statement_count > 1:
+            # the data-node connection accepts multi-statements; this client did not ask for them
+            self._error(ER.PARSE_ERROR, "You have an error in your SQL syntax: multi-statements are not enabled "
+                                        "on this connection (CLIENT_MULTI_STATEMENTS)")
+            self.command_done()
+            return
+        if kw in STICKY_KEYWORDS:
+            self._note_sticky(kw, sql)
         dbconf = self.session.dbconf
         if dbconf is not None and dbconf.tables:
             self._sharded_query(sql)
@@ -862,6 +898,7 @@ class ClientConnection(FrontendCore):
             if stmt.cursor_conn is not None and stmt.cursor_conn is not conn:
                 self._give_back(stmt.cursor_conn, dirty=True)
         self._release_txn_conns()
+        self.sticky.clear()
         self.stmts.clear()
         self.cursors = 0
         self.session.reset()
@@ -899,6 +936,7 @@ class ClientConnection(FrontendCore):
         if conn is not None:
             self._give_back(conn, dirty=True)
         self._release_txn_conns()
+        self.sticky.clear()
         self.stmts.clear()
         self.cursors = 0
         self.session = Session()
@@ -913,6 +951,8 @@ class ClientConnection(FrontendCore):
         self._begin_auth(user, plugin, resp)
         self.command_done()
 
+
+STICKY_KEYWORDS = {b"LOCK", b"UNLOCK", b"CREATE"}  # GET_LOCK() is not tracked (would cost a scan per SELECT)
 
 LOCAL_STATEMENTS = {
     b"USE": ClientConnection._stmt_use,

@@ -44,3 +44,4 @@ cdef class PacketFramer:
     cpdef feed(self, bytes data)
     cpdef object next_packet(self)
     cpdef Py_ssize_t pending(self)
+    cpdef bytes take_pending(self)

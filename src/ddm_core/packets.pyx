@@ -175,6 +175,13 @@ cdef class PacketFramer:
     cpdef Py_ssize_t pending(self):
         return len(self._buf) - self._pos
 
+    cpdef bytes take_pending(self):
+        """Hand over the bytes not yet cut into packets (the start of a TLS handshake after SSLRequest)."""
+        rest = bytes(self._buf[self._pos:])
+        self._buf = bytearray()
+        self._pos = 0
+        return rest
+
     cpdef object next_packet(self):
         """The next whole payload as bytes (continuations joined), or None until more data arrives."""
         cdef Py_ssize_t avail, length

@@ -115,6 +115,10 @@ class PacketFramer:
     def pending(self) -> int:
         return len(self._buf)
 
+    def take_pending(self) -> bytes:
+        rest, self._buf = self._buf, b""
+        return rest
+
     def next_packet(self) -> bytes | None:
         while len(self._buf) >= 4:
             length = int.from_bytes(self._buf[:3], "little")
