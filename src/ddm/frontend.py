@@ -630,6 +630,11 @@ class ClientConnection(FrontendCore):
         elif kw == b"CREATE" and b"TEMPORARY" in head:
             self.sticky.add("temporary")
 
+    def at_boundary(self) -> bool:
+        """Logged in, no command running, nothing pinned: closing now loses no work."""
+        return (self.phase == PH_COMMAND and not self.busy and self.conn is None and not self.txn_conns
+                and self.txn_begin is None and not self.sticky)
+
     def _has_cursor(self, conn: BackendConnection) -> bool:
         return self.cursors > 0 and any(s.cursor_conn is conn for s in self.stmts.values())
 

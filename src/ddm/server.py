@@ -34,7 +34,7 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.started = time.monotonic()
         self.auth_failures = 0
-        self._ids = itertools.count((worker_id << 24) + 1)
+        self._ids = itertools.count(((worker_id & 0x3FF) << 22) + 1)  # 10 bits of worker id, like snowflake
         self.sharding = ShardingContext(self)
         self.tls_context: ssl.SSLContext | None = None
         self.rsa_keys: auth.RSAKeyPair | None = None
@@ -86,8 +86,11 @@ class Server:
         """Close clients as they reach a transaction boundary; give up on the rest after `timeout`."""
         deadline = time.monotonic() + timeout
         while self.clients and time.monotonic() < deadline:
+            now = time.monotonic()
             for client in list(self.clients):
-                if client.conn is None and not client.busy:
+                # Only a logged-in client between transactions is closed; one that just connected gets a moment
+                # to send its first command (closing it then would fail that command, not end a session).
+                if client.at_boundary() and (client.queries > 0 or now - client.started > 1.0):
                     client.close()
             if self.clients:
                 await asyncio.sleep(0.02)
