@@ -34,6 +34,7 @@ fi
 have_cmd mariadbd || missing+=(mariadb-server)
 have_cmd mariadb || missing+=(mariadb-client)
 have_cmd sysbench || missing+=(sysbench)
+have_cmd systemd-analyze || missing+=(systemd)  # the unit-file test runs `systemd-analyze verify`
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
