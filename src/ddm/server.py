@@ -88,9 +88,9 @@ class Server:
         while self.clients and time.monotonic() < deadline:
             now = time.monotonic()
             for client in list(self.clients):
-                # Only a logged-in client between transactions is closed; one that just connected gets a moment
-                # to send its first command (closing it then would fail that command, not end a session).
-                if client.at_boundary() and (client.queries > 0 or now - client.started > 1.0):
+                # Only a logged-in client between transactions is closed, and not a young one: a client that
+                # connects per transaction is about to send its next statement and will leave by itself.
+                if client.at_boundary() and now - client.started > 1.0:
                     client.close()
             if self.clients:
                 await asyncio.sleep(0.02)
