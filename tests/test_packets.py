@@ -108,3 +108,19 @@ def test_decoders_never_crash_on_garbage(blob):
             fn(blob) if blob else None
         except ValueError:
             pass
+
+
+@pytest.mark.parametrize("sql,word", [
+    (b"  select 1", b"SELECT"), (b"/* c */ use db", b"USE"), (b"-- c\nSET a=1", b"SET"), (b"(SELECT 1)", b"SELECT"),
+    (b"/*!40101 SET x */", b""), (b"#c\nbegin", b"BEGIN"), (b"", b""), (b"commit;", b"COMMIT"),
+    (b"Lock tables t write", b"LOCK"), (b"--x", b""), (b"/* unterminated", b""),
+])
+def test_first_word(sql, word):
+    assert cy.first_word(sql) == word
+
+
+@given(st.binary(max_size=60))
+def test_first_word_never_fails_and_is_a_prefix_word(blob):
+    w = cy.first_word(blob)
+    assert w == w.upper() and len(w) <= 16
+    assert w == b"" or w in blob.upper()

@@ -27,7 +27,7 @@ from ddm.pool import PoolTimeout
 from ddm.resultset import simple_resultset
 from ddm.session import Session, in_sync, set_names_for, synchronize
 from ddm_core.lexer import lex
-from ddm_core.packets import PacketTooLarge, err_packet, frame, ok_packet
+from ddm_core.packets import PacketTooLarge, err_packet, first_word, frame, ok_packet
 from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendCore
 
 log = logging.getLogger("ddm.frontend")
@@ -59,27 +59,6 @@ class ClientStatement:
     plan: object | None = None  # sharded databases: the statement's plan and lexed text
     lexed: object | None = None
     last_payload: bytes = b""
-
-
-def first_keyword(sql: bytes) -> bytes:
-    """Upper-cased first word of a statement, skipping whitespace, comments and parentheses."""
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in b" \t\r\n(;":
-            i += 1
-        elif sql.startswith(b"/*", i) and not sql.startswith(b"/*!", i):
-            j = sql.find(b"*/", i + 2)
-            i = n if j < 0 else j + 2
-        elif sql.startswith(b"-- ", i) or c == 0x23:
-            j = sql.find(b"\n", i)
-            i = n if j < 0 else j + 1
-        else:
-            break
-    j = i
-    while j < n and (65 <= (sql[j] & 0xDF) <= 90 or sql[j] == 0x5F):
-        j += 1
-    return sql[i:j].upper()
 
 
 class ClientConnection(FrontendCore):
@@ -645,7 +624,7 @@ class ClientConnection(FrontendCore):
     # --- COM_QUERY --------------------------------------------------------------------------------------------
     def _com_query(self, payload: bytes) -> None:
         sql = payload[1:]
-        kw = first_keyword(sql)
+        kw = first_word(sql)
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return

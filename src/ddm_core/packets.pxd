@@ -32,6 +32,7 @@ cpdef bytes err_packet(int code, bytes sqlstate, bytes message)
 cpdef bytes eof_packet(int warnings=*, int status=*)
 cpdef tuple parse_ok(bytes payload, bint session_track=*)
 cpdef tuple parse_err(bytes payload)
+cpdef bytes first_word(bytes sql)
 
 cdef class PacketFramer:
     """Cuts a byte stream into packet payloads, joining 16 MiB continuation packets."""

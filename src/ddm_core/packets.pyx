@@ -156,6 +156,42 @@ cpdef tuple parse_err(bytes payload):
     return code, b"HY000", payload[3:]
 
 
+cpdef bytes first_word(bytes sql):
+    """Upper-cased first word of a statement, skipping whitespace, `(`, `;` and comments (not `/*!` ones)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(sql)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(sql)
+    cdef Py_ssize_t i = 0, j
+    cdef unsigned char c
+    cdef char out[16]
+    while i < n:
+        c = p[i]
+        if c == 32 or c == 9 or c == 10 or c == 13 or c == 40 or c == 59:
+            i += 1
+        elif c == 47 and i + 2 < n and p[i + 1] == 42 and p[i + 2] != 33:  # /* comment */
+            j = i + 2
+            while j + 1 < n and not (p[j] == 42 and p[j + 1] == 47):
+                j += 1
+            i = j + 2
+        elif (c == 45 and i + 2 < n and p[i + 1] == 45 and (p[i + 2] == 32 or p[i + 2] == 9)) or c == 35:
+            while i < n and p[i] != 10:  # -- comment / # comment
+                i += 1
+        else:
+            break
+    j = 0
+    while i < n and j < 16:
+        c = p[i]
+        if 97 <= c <= 122:
+            c -= 32
+        elif not (65 <= c <= 90 or c == 95):
+            break
+        out[j] = <char>c
+        i += 1
+        j += 1
+    if j == 16:
+        return b""  # longer than any keyword ddm acts on
+    return PyBytes_FromStringAndSize(out, j)
+
+
 cdef class PacketFramer:
 
     def __cinit__(self):
