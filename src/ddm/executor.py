@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -276,10 +277,19 @@ async def run_query(client: ClientConnection, sql: bytes, lexed=None) -> None:
         await _finish_transaction(client, sql)
         _send_ok(client, 0, 0)
         return
-    if lexed.statement_count > 1:
+    if lexed.statement_count > 1 and not is_compound(kw, sql):
         raise PlanError(ER.NOT_SUPPORTED_YET, "multi-statement queries on a sharded database are not supported")
     plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
     await _execute_plan(client, plan, lexed, None, binary=False)
+
+
+_COMPOUND = re.compile(rb"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
+                       rb"(?:PROCEDURE|FUNCTION|TRIGGER|EVENT)\b", re.I)
+
+
+def is_compound(kw: bytes, sql: bytes) -> bool:
+    """Stored-program bodies hold `;` inside one statement."""
+    return (kw == b"CREATE" and _COMPOUND.match(sql) is not None) or (kw == b"BEGIN" and b"ATOMIC" in sql.upper())
 
 
 def _is_begin(sql: bytes) -> bool:

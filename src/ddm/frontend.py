@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import struct
 import time
 from dataclasses import dataclass, field
 
-from ddm import SERVER_VERSION, auth, executor
+from ddm import auth, executor
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
@@ -25,7 +26,7 @@ from ddm.params import ParamError
 from ddm.plan import PlanError
 from ddm.pool import PoolTimeout
 from ddm.resultset import simple_resultset
-from ddm.session import Session, in_sync, set_names_for, synchronize
+from ddm.session import COLLATIONS, Session, in_sync, set_names_for, synchronize
 from ddm_core.lexer import lex
 from ddm_core.packets import PacketTooLarge, err_packet, first_word, frame, ok_packet
 from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendCore
@@ -180,7 +181,7 @@ class ClientConnection(FrontendCore):
 
     # --- handshake and authentication -------------------------------------------------------------------------
     def _send_handshake(self) -> None:
-        version = (self.config.server.server_version or SERVER_VERSION).encode()
+        version = (self.config.server.server_version or self.server.version_string()).encode()
         caps = CLIENT.SERVER_CAPABILITIES
         if not self.server.tls_context:
             caps &= ~CLIENT.SSL
@@ -468,6 +469,8 @@ class ClientConnection(FrontendCore):
             self._error(ER.CON_COUNT_ERROR, str(exc))
         except PlanError as exc:
             self._error(exc.code, exc.message)
+        except (struct.error, IndexError) as exc:
+            self._error(ER.MALFORMED_PACKET, f"Malformed communication packet: {exc}")
         except ParamError as exc:
             self._error(ER.WRONG_ARGUMENTS, f"Incorrect arguments to mysqld_stmt_execute: {exc}")
         except ValueError as exc:  # a shard key value the sharding rules cannot place (ShardKeyError)
@@ -628,7 +631,10 @@ class ClientConnection(FrontendCore):
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
-        if not self.session.multi_statements and b";" in sql and lex(sql).statement_count > 1:
+        if kw == b"SELECT" and len(sql) < 48 and self._select_database(sql):
+            return
+        if (not self.session.multi_statements and b";" in sql and not executor.is_compound(kw, sql)
+                and lex(sql).statement_count > 1):
             # the data-node connection accepts multi-statements; this client did not ask for them
             self._error(ER.PARSE_ERROR, "You have an error in your SQL syntax: multi-statements are not enabled "
                                         "on this connection (CLIENT_MULTI_STATEMENTS)")
@@ -686,7 +692,29 @@ class ClientConnection(FrontendCore):
         self._target_key = None
         self._ok()
 
+    def _select_database(self, sql: bytes) -> bool:
+        norm = sql.upper().replace(b" ", b"").replace(b"\n", b"").rstrip(b";")
+        if norm not in (b"SELECTDATABASE()", b"SELECTSCHEMA()"):
+            return False
+        # the logical name: forwarding would show the data node's physical database
+        name = "DATABASE()" if b"DATABASE" in norm else "SCHEMA()"
+        self.transport.write(simple_resultset([name], [(self.session.db,)], deprecate_eof=self.deprecate_eof,
+                                              status=self._status()))
+        self.command_done()
+        return True
+
     def _stmt_set(self, sql: bytes) -> bool:
+        local = _local_set(sql) if self.conn is None and not self.txn_conns and self.txn_begin is None else None
+        if local is not None:
+            # SET NAMES / SET autocommit need no round trip: they are replayed where statements run, and a
+            # client can set them even while the node of its database is down.
+            kind, value = local
+            if kind == "autocommit":
+                self.session.autocommit = value
+            self.session.record(sql.strip().rstrip(b";"))
+            self._ok()
+            self.command_done()
+            return True
         self._slow(self._run_set(sql))
         return True
 
@@ -934,6 +962,26 @@ class ClientConnection(FrontendCore):
         self.seq = 1
         self._begin_auth(user, plugin, resp)
         self.command_done()
+
+
+_SET_NAMES = re.compile(rb"^\s*SET\s+NAMES\s+'?(\w+)'?(\s+COLLATE\s+'?(\w+)'?)?\s*;?\s*$", re.I)
+_SET_AUTOCOMMIT = re.compile(rb"^\s*SET\s+(?:@@(?:SESSION\.)?|SESSION\s+)?AUTOCOMMIT\s*=\s*(\w+)\s*;?\s*$", re.I)
+_KNOWN_CHARSETS = {cs.encode() for cs, _ in COLLATIONS.values()} | {b"utf8"}
+_KNOWN_COLLATIONS = {co.encode() for _, co in COLLATIONS.values()}
+def _local_set(sql: bytes) -> tuple[str, object] | None:
+    m = _SET_NAMES.match(sql)
+    if m is not None:
+        if m.group(1).lower() in _KNOWN_CHARSETS and (m.group(3) is None or m.group(3).lower() in _KNOWN_COLLATIONS):
+            return "names", m.group(1).lower()
+        return None
+    m = _SET_AUTOCOMMIT.match(sql)
+    if m is not None:
+        v = m.group(1).upper()
+        if v in (b"1", b"ON", b"TRUE"):
+            return "autocommit", True
+        if v in (b"0", b"OFF", b"FALSE"):
+            return "autocommit", False
+    return None
 
 
 STICKY_KEYWORDS = {b"LOCK", b"UNLOCK", b"CREATE"}  # GET_LOCK() is not tracked (would cost a scan per SELECT)

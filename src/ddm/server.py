@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 
-from ddm import auth, tls
+from ddm import SERVER_VERSION, __version__, auth, tls
 from ddm.config import Config
 from ddm.executor import ShardingContext
 from ddm.frontend import ClientConnection
@@ -36,6 +36,7 @@ class Server:
         self.auth_failures = 0
         self._ids = itertools.count(((worker_id & 0x3FF) << 22) + 1)  # 10 bits of worker id, like snowflake
         self.sharding = ShardingContext(self)
+        self.node_version = ""
         self.tls_context: ssl.SSLContext | None = None
         self.rsa_keys: auth.RSAKeyPair | None = None
         self._setup_keys()
@@ -52,6 +53,25 @@ class Server:
             self.tls_context = tls.server_context(cert, key)
         self.rsa_keys = tls.ensure_rsa_keypair(key_dir)
 
+    def version_string(self) -> str:
+        # Behind MariaDB, say so: drivers pick SQL dialect and features from the version (a MySQL 8 string would
+        # make them send MySQL-only syntax). The -ddm- part tells ddm's versions apart.
+        if self.node_version:
+            return f"{self.node_version}-ddm-{__version__}"
+        return SERVER_VERSION
+
+    async def _probe_node_version(self) -> None:
+        node = next(iter(self.config.nodes), None)
+        if node is None or self.config.server.server_version:
+            return
+        try:
+            conn = await asyncio.wait_for(self.pools.get(node, 0).acquire(), 2.0)
+        except Exception as exc:  # the node may be down at start: keep the default string
+            log.warning("cannot read the version of data node %s: %s", node, exc)
+            return
+        self.node_version = conn.server_version.decode("utf-8", "replace")
+        conn.pool.release(conn)
+
     def next_connection_id(self) -> int:
         return next(self._ids) & 0xFFFFFFFF
 
@@ -60,6 +80,7 @@ class Server:
 
     # --- lifecycle --------------------------------------------------------------------------------------------
     async def start(self, sockets: list[socket.socket]) -> None:
+        await self._probe_node_version()
         for sock in sockets:
             srv = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=1024)
             self.servers.append(srv)
