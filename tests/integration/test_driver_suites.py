@@ -23,18 +23,11 @@ _spec.loader.exec_module(suite)
 P = "pymysql.tests."
 # Failures through ddm only, each understood (and reported); a fixed one must be removed from here.
 KNOWN_DIFFERENCES = {
-    P + "test_basic.TestCursor::test_json":
-        "ddm announces MySQL 8.0.35 in front of MariaDB, so the suite uses MySQL-only CAST(... AS JSON)",
-    P + "test_connection.TestConnection::test_select_db": "proxy bug: DATABASE() answers the physical name",
     P + "test_connection.TestConnection::test_connection_gone_away":
         "wait_timeout applies to pooled data-node connections, not to the client's connection to ddm",
     P + "test_issues.TestNewIssues::test_issue_36":
         "proxy bug: the handshake thread id is ddm's, SHOW PROCESSLIST / KILL ids are the node's",
     P + "test_issues.TestOldIssues::test_issue_6": "database `mysql` is not a logical database of ddm",
-    **{t: "proxy bug: CREATE PROCEDURE ... BEGIN ...; END counted as multi-statements and refused (1064)"
-       for t in (P + "test_issues.TestGitHubIssues::test_issue_95",
-                 P + "thirdparty.test_MySQLdb.test_MySQLdb_capabilities.test_MySQLdb::test_stored_procedures",
-                 P + "thirdparty.test_MySQLdb.test_MySQLdb_dbapi20.test_MySQLdb::test_nextset")},
     **{P + f"test_load_local.TestLoadLocal::{t}":
        "proxy gap: LOAD DATA LOCAL INFILE (CLIENT_LOCAL_FILES) is not passed through (error 4166)"
        for t in ("test_load_file", "test_load_warnings", "test_no_file", "test_unbuffered_load_file")},

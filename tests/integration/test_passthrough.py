@@ -97,7 +97,6 @@ def test_use_switches_logical_database(connect, direct):
     query_all(direct("app"), "DROP TABLE pt_use")
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: DATABASE() answers the physical name (app_phys)")
 def test_database_function_returns_logical_name(connect):
     c = connect(database="app")
     assert query_all(c, "SELECT DATABASE()") == [("app",)]
@@ -276,7 +275,6 @@ def test_multi_statement_error_in_second(connect):
     assert query_all(c, "SELECT 5") == [(5,)]
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: the BEGIN ... END body's ';' counts as multi-statements (1064)")
 def test_stored_procedure_without_multi_statements(connect):
     c = connect()  # no CLIENT_MULTI_STATEMENTS: a compound body is still one statement
     query_all(c, "DROP PROCEDURE IF EXISTS pt_proc")
