@@ -334,7 +334,7 @@ async def _execute_plan(client: ClientConnection, plan: Plan, lexed, params, bin
             keys = await client.server.sharding.generator(client.session.db, plan).next_ids(need)
     if binary and stmt is not None:
         eu = plan.bind(lexed, params, keys, None, inline=False)
-        if len(eu.units) == 1 and eu.merge is None:
+        if len(eu.units) == 1 and eu.merge is None and not eu.generated_ids:
             await _execute_prepared_unit(client, eu.units[0], stmt)
             return
     eu = plan.bind(lexed, params, keys)

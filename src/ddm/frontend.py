@@ -21,11 +21,12 @@ from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
 from ddm.constants import er as ER
+from ddm.constants import field_type as FT
 from ddm.constants import server_status as SS
 from ddm.params import ParamError
 from ddm.plan import PlanError
 from ddm.pool import PoolTimeout
-from ddm.resultset import simple_resultset
+from ddm.resultset import column_definition, simple_resultset, text_resultset, text_row
 from ddm.session import COLLATIONS, Session, in_sync, set_names_for, synchronize
 from ddm_core.lexer import lex
 from ddm_core.packets import PacketTooLarge, err_packet, first_word, frame, ok_packet
@@ -694,6 +695,12 @@ class ClientConnection(FrontendCore):
 
     def _select_database(self, sql: bytes) -> bool:
         norm = sql.upper().replace(b" ", b"").replace(b"\n", b"").rstrip(b";")
+        if norm == b"SELECTLAST_INSERT_ID()" and self.session.dbconf is not None and self.session.dbconf.tables:
+            col = column_definition("LAST_INSERT_ID()", FT.LONGLONG, length=21, charset=63, flags=0x1 | 0x20 | 0x80)
+            self.transport.write(text_resultset([col], [text_row((self.session.last_insert_id,))],
+                                                deprecate_eof=self.deprecate_eof, status=self._status()))
+            self.command_done()
+            return True
         if norm not in (b"SELECTDATABASE()", b"SELECTSCHEMA()"):
             return False
         # the logical name: forwarding would show the data node's physical database

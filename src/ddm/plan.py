@@ -194,12 +194,15 @@ class ExecutionUnits(NamedTuple):
     """The result of binding a plan to one query: statements to run and how to merge their results.
 
     merge is None when rows pass through unchanged (one unit, or a write: the executor sums affected rows).
-    generated_ids: keys generated for INSERT rows, in row order (the first one is the client's insert id)."""
+    generated_ids: keys generated for INSERT rows, in row order (the first one is the client's insert id).
+    replicated: every unit writes the same rows to its own copy of a broadcast table (ROUTE_ALL): the client's
+    affected-row count is one copy's, not the sum over the copies."""
 
     units: tuple[Unit, ...]
     merge: MergeDesc | None = None
     generated_ids: tuple[int, ...] = ()
     is_write: bool = False
+    replicated: bool = False
 
 
 class Plan:

@@ -214,9 +214,12 @@ class _Bound:
             raise _NotRoutable
         return v
 
-    def text(self, first: int, last: int) -> bytes:
-        """Tokens first..last of this query, parameters inlined."""
+    def text(self, first: int, last: int, extra: list[Edit] | None = None) -> bytes:
+        """Tokens first..last of this query, parameters inlined (and `extra` edits, e.g. the physical table
+        names of one target, applied where they fall inside)."""
         lo, hi = self.lexed.start(first), self.lexed.end(last)
+        if extra:
+            return apply_edits(self.sql, self.param_edits + extra, lo, hi)
         if not self.param_edits:
             return self.sql[lo:hi]
         return apply_edits(self.sql, self.param_edits, lo, hi)
@@ -270,18 +273,23 @@ def _bind_query(plan: QueryPlan, b: _Bound) -> ExecutionUnits:
             targets = [tg for tg in targets if tg in in_values]
     merge = None
     common = b.param_edits
+    per_target_scatter = None
     if len(targets) > 1 and (plan.single_target_error is not None or plan.scatter is not None):
         if plan.single_target_error is not None:
             raise plan.single_target_error
         sc = plan.scatter
         assert sc is not None
-        common = common + _scatter_edits(sc, b)
+        if _copies_table_refs(sc, plan.tables):
+            per_target_scatter = sc  # copied tokens name tables (`t.c`): each target gets its physical names
+        else:
+            common = common + _scatter_edits(sc, b)
         merge = _merge_desc(sc, b)
     lexed, sql, refs, names = b.lexed, b.sql, plan.tables, plan.names
     if len(targets) == 1 and in_values is None:  # the common case (point queries): no per-target loop
         tg = targets[0]
         edits = common + [(lexed.start(r.first), lexed.end(r.last), x) for r, x in zip(refs, names[tg], strict=True)]
-        return ExecutionUnits((Unit(tg[0], apply_edits(sql, edits) if edits else sql),), None, (), plan.is_write)
+        return ExecutionUnits((Unit(tg[0], apply_edits(sql, edits) if edits else sql),), None, (), plan.is_write,
+                              mode == ROUTE_ALL)
     spans = [(lexed.start(r.first), lexed.end(r.last)) for r in refs]
     units = []
     for tg in targets:
@@ -289,6 +297,8 @@ def _bind_query(plan: QueryPlan, b: _Bound) -> ExecutionUnits:
         edits = list(common)
         for (s, e), r in zip(spans, repl, strict=True):
             edits.append((s, e, r))
+        if per_target_scatter is not None:
+            edits += _scatter_edits(per_target_scatter, b, edits[len(common):])
         if in_values is not None:
             sp = plan.in_split
             assert sp is not None
@@ -296,7 +306,7 @@ def _bind_query(plan: QueryPlan, b: _Bound) -> ExecutionUnits:
                      for i in in_values[tg]]
             edits.append((lexed.start(sp.first), lexed.end(sp.last), b", ".join(texts)))
         units.append(Unit(tg[0], apply_edits(sql, edits) if edits else sql))
-    return ExecutionUnits(tuple(units), merge, (), plan.is_write)
+    return ExecutionUnits(tuple(units), merge, (), plan.is_write, mode == ROUTE_ALL)
 
 
 def _value_first(sp: InSplit, i: int, lexed: Any) -> int:
@@ -396,13 +406,25 @@ def _split_in(plan: QueryPlan, b: _Bound, targets: Sequence[tuple[str, str]]
     return out or None
 
 
-def _render(pieces: Sequence[Any], b: _Bound, rows: int) -> bytes:
+def _copies_table_refs(sc: Scatter, refs: Sequence[Any]) -> bool:
+    """True when a scatter template copies tokens that contain a table reference (derived `t.c AS ..._DERIVED`,
+    a pushed-down `ORDER BY t.c`): those copies need the physical name of each target."""
+    if not refs:
+        return False
+    for t in sc.edits:
+        for p in t.pieces:
+            if type(p) is TokRange and any(p.first <= r.first and r.last <= p.last for r in refs):
+                return True
+    return False
+
+
+def _render(pieces: Sequence[Any], b: _Bound, rows: int, names: list[Edit] | None = None) -> bytes:
     out = []
     for p in pieces:
         if type(p) is bytes:
             out.append(p)
         elif type(p) is TokRange:
-            out.append(b.text(p.first, p.last))
+            out.append(b.text(p.first, p.last, names))
         else:
             out.append(str(rows).encode())
     return b"".join(out)
@@ -418,10 +440,11 @@ def _limit(sc: Scatter, b: _Bound) -> tuple[int | None, int]:
     return count, offset
 
 
-def _scatter_edits(sc: Scatter, b: _Bound) -> list[Edit]:
+def _scatter_edits(sc: Scatter, b: _Bound, names: list[Edit] | None = None) -> list[Edit]:
+    """Shard-SQL edits of a scatter query; `names`: one target's table-name edits, for copied tokens."""
     count, offset = _limit(sc, b)
     rows = (count or 0) + offset
-    return [(b.at(t.start), b.at(t.end), _render(t.pieces, b, rows)) for t in sc.edits]
+    return [(b.at(t.start), b.at(t.end), _render(t.pieces, b, rows, names)) for t in sc.edits]
 
 
 def _merge_desc(sc: Scatter, b: _Bound) -> MergeDesc:

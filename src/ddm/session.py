@@ -52,6 +52,7 @@ class Session:
     signature: tuple[bytes, ...] = ()
     multi_statements: bool = False
     autocommit: bool = True
+    last_insert_id: int = 0  # ids ddm generated (sharded databases), for SELECT LAST_INSERT_ID()
     prepared: dict = field(default_factory=dict)
 
     def bind_database(self, config: Config, name: str | None) -> None:
