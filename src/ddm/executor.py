@@ -19,7 +19,7 @@ import re
 import struct
 from typing import TYPE_CHECKING, Any
 
-from ddm import idgen
+from ddm import idgen, metadata
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.constants import er as ER
 from ddm.plan import DatabasePlan, InsertPlan, Plan, PlanError, QueryPlan, UnsupportedPlan
@@ -115,6 +115,9 @@ def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
     the rewritten statement prepared: forward the client's packet (statement id swapped). False otherwise."""
     plan = stmt.plan
     if type(plan) is not QueryPlan or stmt.long_data or client.txn_conns or client.txn_begin is not None:
+        return False
+    kw = stmt.lexed.first_keyword
+    if kw in TXN_BEGIN or kw in TXN_END:
         return False
     from ddm.params import decode_params
 
@@ -268,14 +271,9 @@ async def run_query(client: ClientConnection, sql: bytes, lexed=None) -> None:
     if lexed is None:
         lexed = lex(sql)
     kw = lexed.first_keyword
-    if kw in TXN_BEGIN and _is_begin(sql):
-        await _finish_transaction(client, b"COMMIT")  # an implicit commit, as MySQL does on BEGIN
-        client.txn_begin = sql
-        _send_ok(client, 0, 0)
+    if await _transaction_control(client, sql, kw):
         return
-    if kw in TXN_END:
-        await _finish_transaction(client, sql)
-        _send_ok(client, 0, 0)
+    if await metadata.answer(client, lexed, sql):  # before planning: SHOW TABLES etc. must not get a cached plan
         return
     if lexed.statement_count > 1 and not is_compound(kw, sql):
         raise PlanError(ER.NOT_SUPPORTED_YET, "multi-statement queries on a sharded database are not supported")
@@ -290,6 +288,26 @@ _COMPOUND = re.compile(rb"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:DEFINER\s*=\s*\S+\
 def is_compound(kw: bytes, sql: bytes) -> bool:
     """Stored-program bodies hold `;` inside one statement."""
     return (kw == b"CREATE" and _COMPOUND.match(sql) is not None) or (kw == b"BEGIN" and b"ATOMIC" in sql.upper())
+
+
+async def _transaction_control(client: ClientConnection, sql: bytes, kw: bytes) -> bool:
+    """BEGIN / START TRANSACTION / COMMIT / ROLLBACK on a sharded database (text or prepared): True if handled."""
+    if kw in TXN_BEGIN and _is_begin(sql):
+        await _finish_transaction(client, b"COMMIT")  # an implicit commit, as MySQL does on BEGIN
+        client.txn_begin = sql
+        _send_ok(client, 0, 0)
+        return True
+    if kw in TXN_END and _is_end(sql):
+        await _finish_transaction(client, sql)
+        _send_ok(client, 0, 0)
+        return True
+    return False
+
+
+def _is_end(sql: bytes) -> bool:
+    words = sql.upper().replace(b";", b" ").split()
+    # ROLLBACK TO SAVEPOINT keeps the transaction open: not an end
+    return bool(words) and words[0] in TXN_END and b"TO" not in words[1:3]
 
 
 def _is_begin(sql: bytes) -> bool:
@@ -425,5 +443,7 @@ async def execute(client: ClientConnection, stmt, payload: bytes) -> None:
     if stmt.nparams and payload[10 + (stmt.nparams + 7) // 8]:
         stmt.param_types = payload[11 + (stmt.nparams + 7) // 8:11 + (stmt.nparams + 7) // 8 + 2 * stmt.nparams]
     stmt.last_payload = payload
+    if await _transaction_control(client, stmt.sql, stmt.lexed.first_keyword):
+        return
     await _execute_plan(client, stmt.plan, stmt.lexed, values, binary=True, stmt=stmt)
 

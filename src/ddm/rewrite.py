@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ from ddm.plan import (
     UnsupportedPlan,
 )
 from ddm.routing import Condition, Eq, Range, ShardKeyError
+from ddm.rowcodec import CI_UPPER, fold_ci
 
 Edit = tuple[int, int, bytes]
 
@@ -523,30 +525,43 @@ def _operand(node: tuple, b: Any) -> Callable[[Sequence[Any]], Any]:
 
 
 def _comparable(p: Any, q: Any) -> tuple[Any, Any]:
-    """Numbers compare as numbers (text-protocol values arrive as bytes); otherwise compare as bytes."""
-    pn, qn = _as_number(p), _as_number(q)
-    if pn is not None and qn is not None:
-        return pn, qn
-    return _as_bytes(p), _as_bytes(q)
+    """MySQL comparison rules for HAVING operands. Decoded column values are numbers (numeric columns) or str
+    (strings, temporal text); slot values are numbers or bytes (string literals).
+    - number vs number: numerically;
+    - number vs string: the string is converted like MySQL does (its leading numeric prefix, else 0) and both
+      compare as doubles (`HAVING MIN(name) > 0` is false for 'abc');
+    - string vs string: as strings under a case-insensitive PAD SPACE collation (utf8mb4_general_ci-like weights:
+      the predicate does not know the column's collation; ci is the default of MySQL and MariaDB)."""
+    pn, qn = _is_number(p), _is_number(q)
+    if pn and qn:
+        return p, q
+    if pn or qn:
+        return (float(p) if pn else _str_to_double(p)), (float(q) if qn else _str_to_double(q))
+    return _weight(p), _weight(q)
 
 
-def _as_number(v: Any) -> Any:
-    if isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool):
-        return v
-    if isinstance(v, (bytes, str)):
-        try:
-            return decimal.Decimal(v.decode() if isinstance(v, bytes) else v)
-        except (decimal.InvalidOperation, UnicodeDecodeError, ValueError):
-            return None
-    return None
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, decimal.Decimal))
 
 
-def _as_bytes(v: Any) -> bytes:
-    if isinstance(v, bytes):
-        return v
-    if isinstance(v, str):
-        return v.encode()
-    return str(v).encode()
+_NUM_PREFIX = re.compile(rb"\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _str_to_double(v: Any) -> float:
+    """A string as a number the way MySQL converts it for a comparison: the longest numeric prefix, else 0."""
+    raw = v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
+    m = _NUM_PREFIX.match(raw)
+    if m is None:
+        return 0.0
+    try:
+        return float(m.group(0))
+    except (ValueError, OverflowError):
+        return 0.0
+
+
+def _weight(v: Any) -> bytes:
+    raw = v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
+    return fold_ci(raw, CI_UPPER)
 
 
 # --- INSERT -----------------------------------------------------------------------------------------------------
@@ -557,7 +572,13 @@ def keys_needed(plan: InsertPlan, lexed: Any, params: Sequence[Any] | None = Non
     if plan.rule.key_generator is None:
         return 0
     b = _Bound(lexed, lexed.sql, params)
-    return sum(1 for r in plan.rows if r.key == KEY_GENERATE or b.value(r.key) is None)
+    return sum(1 for r in plan.rows if r.key == KEY_GENERATE or _auto_value(b.value(r.key)))
+
+
+def _auto_value(v: Any) -> bool:
+    """NULL or 0 in a generated key column asks for a new id, as for AUTO_INCREMENT (without the
+    NO_AUTO_VALUE_ON_ZERO sql_mode): routing by 0 would place the row where its real id does not belong."""
+    return v is None or (type(v) in (int, decimal.Decimal) and v == 0) or v in (b"0", "0")
 
 
 def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> ExecutionUnits:
@@ -570,7 +591,7 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
     gen_edits: list[Edit] = []
     for n, r in enumerate(plan.rows, 1):
         v = None if r.key == KEY_GENERATE else b.value(r.key, r.key_neg)
-        if v is None:
+        if v is None or (plan.rule.key_generator is not None and _auto_value(v)):
             if plan.rule.key_generator is None:
                 raise PlanError(er.NOT_SUPPORTED_YET,
                                 f"NULL sharding key '{col}' for table '{plan.rule.name}' (row {n})")
