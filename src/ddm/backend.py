@@ -161,7 +161,7 @@ class BackendConnection(BackendCore):
         self.conn_id = 0
         self.db: bytes | None = None  # physical database selected on the node
         self.signature: tuple = ()  # session statements replayed on this connection (see ddm.session)
-        self.stmts: OrderedDict[bytes, Prepared] = OrderedDict()
+        self.stmts: OrderedDict[tuple[bytes | None, bytes], Prepared] = OrderedDict()
         self._waiter: asyncio.Future | None = None
         self._done_cb: Callable[[BackendConnection], None] | None = None
         self.mode = MODE_RAW  # the server speaks first: its greeting may arrive before connect() returns
@@ -396,19 +396,24 @@ class BackendConnection(BackendCore):
 
     async def prepare(self, sql: bytes) -> tuple[Prepared, list[bytes]]:
         """Prepare `sql` here (or reuse it); returns the statement and the response packets when newly made."""
-        found = self.stmts.get(sql)
+        key = (self.db, sql)  # a prepared statement binds its tables in the database current at PREPARE
+        found = self.stmts.get(key)
         if found is not None:
-            self.stmts.move_to_end(sql)
+            self.stmts.move_to_end(key)
             return found, []
         packets = await self.command(b"\x16" + sql, KIND_PREPARE)
         head = packets[0]
         stmt = Prepared(stmt_id=struct.unpack_from("<I", head, 1)[0], nparams=struct.unpack_from("<H", head, 7)[0],
                         ncols=struct.unpack_from("<H", head, 5)[0], response=packets)
-        self.stmts[sql] = stmt
+        self.stmts[key] = stmt
         if len(self.stmts) > STMT_CACHE_SIZE:
             _, old = self.stmts.popitem(last=False)
             self.send_only(b"\x19" + struct.pack("<I", old.stmt_id))
         return stmt, packets
+
+    def cached_stmt(self, sql: bytes) -> Prepared | None:
+        """The statement prepared here for `sql` in the current database, if any."""
+        return self.stmts.get((self.db, sql))
 
     def forget_statements(self) -> None:
         self.stmts.clear()

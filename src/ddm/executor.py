@@ -133,7 +133,7 @@ def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
     conn = client._ready_conn(node, phys)
     if conn is None:
         return False
-    bstmt = conn.stmts.get(unit.sql)
+    bstmt = conn.cached_stmt(unit.sql)
     if bstmt is None:
         if conn is not client.conn:
             conn.pool.release(conn)

@@ -810,7 +810,7 @@ class ClientConnection(FrontendCore):
             node = stmt.node
         conn = None if stmt.long_data or stmt.cursor_conn else self._ready_conn(node, phys)
         if conn is not None:
-            bstmt = conn.stmts.get(stmt.sql)
+            bstmt = conn.cached_stmt(stmt.sql)
             if bstmt is not None:
                 self._forward(conn, frame(self._execute_payload(stmt, bstmt, payload), 0))
                 return
@@ -866,7 +866,7 @@ class ClientConnection(FrontendCore):
             self.command_done()
             return
         conn = stmt.cursor_conn
-        bstmt = conn.stmts.get(stmt.sql)
+        bstmt = conn.cached_stmt(stmt.sql)
         self._forward(conn, frame(b"\x1c" + struct.pack("<I", bstmt.stmt_id) + payload[5:], 0), KIND_ROWS)
 
     async def _com_stmt_reset(self, payload: bytes) -> None:
@@ -879,7 +879,7 @@ class ClientConnection(FrontendCore):
         if conn is not None:
             self.cursors -= 1
         if conn is not None and not conn.closed:
-            bstmt = conn.stmts.get(stmt.sql)
+            bstmt = conn.cached_stmt(stmt.sql)
             if bstmt is not None:
                 await conn.command(b"\x1a" + struct.pack("<I", bstmt.stmt_id))
             if self.conn is conn and not conn.in_transaction and not self._has_cursor(conn):
