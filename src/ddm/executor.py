@@ -224,8 +224,10 @@ def _send_ok(client: ClientConnection, affected: int, insert_id: int, warnings: 
 def _reply(client: ClientConnection, per_shard, eu, binary: bool) -> None:
     if not any(res.columns for res in per_shard):
         # writes / DDL: one OK for the client, affected rows added up
-        affected = sum(res.affected_rows for res in per_shard)
-        warnings = sum(res.warnings for res in per_shard)
+        # a broadcast write changed every copy of the same rows: the client changed them once
+        counted = per_shard[:1] if eu.replicated else per_shard
+        affected = sum(res.affected_rows for res in counted)
+        warnings = sum(res.warnings for res in counted)
         insert_id = eu.generated_ids[0] if eu.generated_ids else next(
             (res.insert_id for res in per_shard if res.insert_id), 0)
         _send_ok(client, affected, insert_id, warnings)

@@ -1121,7 +1121,23 @@ class _ScatterBuilder:
         if isinstance(node, (exp.Column, exp.AggFunc)):
             rng = self._find_range(node)
             return ("col", self._resolve(node, rng, "HAVING_DERIVED", allow_agg=True))
+        if node.find(exp.AggFunc) is None and node.find(exp.Subquery) is None and node.find(exp.Column) is not None \
+                and self._of_grouped_columns(node):
+            # an expression of grouped columns (`HAVING UPPER(s) > 'a'` with GROUP BY s): the shards compute it as
+            # a derived column, equal on every row of a group
+            rng = self._find_range(node)
+            return ("col", self._resolve(node, rng, "HAVING_DERIVED", allow_agg=False))
         raise _unsupported(f"HAVING operand {type(node).__name__.upper()} on several shards")
+
+    def _of_grouped_columns(self, node: exp.Expression) -> bool:
+        """Every column of `node` is a plain GROUP BY column or select-list column (what MySQL lets HAVING use)."""
+        group = self.ast.args.get("group")
+        known = {_norm(e) for e in (group.expressions if group is not None else []) if isinstance(e, exp.Column)}
+        for _, item in self.items:
+            inner = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(inner, exp.Column):
+                known.add(_norm(inner))
+        return all(_norm(c) in known for c in node.find_all(exp.Column))
 
     def _find_range(self, node: exp.Expression) -> tuple[int, int]:
         """Token range of a HAVING operand: the tokens of the HAVING clause whose parse equals `node`."""
