@@ -54,6 +54,7 @@ class Row:
     direct: Run | None
     ddm: Run | None
     cpu_us_per_query: float | None
+    relay_cpu_us_per_query: float | None = None
 
 
 # ------------------------------------------------------------------------------------------------ sysbench
@@ -178,14 +179,17 @@ def _f(v: float | None, fmt: str) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| workload | ps-mode | direct QPS | ddm QPS | ddm/direct | direct p95 ms | ddm p95 ms | ddm CPU us/query |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    relay = any(r.relay_cpu_us_per_query is not None for r in rows)
+    lines = ["| workload | ps-mode | direct QPS | ddm QPS | ddm/direct | direct p95 ms | ddm p95 ms | ddm CPU us/query |"
+             + (" bare relay CPU us/query |" if relay else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if relay else "")]
     for r in rows:
         ratio = r.ddm.qps / r.direct.qps if r.ddm and r.direct and r.direct.qps else None
         lines.append(f"| {r.workload} | {r.ps_mode} | {_f(r.direct and r.direct.qps, '.0f')} | "
                      f"{_f(r.ddm and r.ddm.qps, '.0f')} | {_f(ratio, '.2f')} | "
                      f"{_f(r.direct and r.direct.p95_ms, '.2f')} | {_f(r.ddm and r.ddm.p95_ms, '.2f')} | "
-                     f"{_f(r.cpu_us_per_query, '.1f')} |")
+                     f"{_f(r.cpu_us_per_query, '.1f')} |"
+                     + (f" {_f(r.relay_cpu_us_per_query, '.1f')} |" if relay else ""))
     errors = sum((r.ddm.errors if r.ddm else 0) + (r.direct.errors if r.direct else 0) for r in rows)
     if errors:
         lines.append(f"\n{errors} errors ignored and retried by sysbench (deadlocks, lock wait timeouts).")
@@ -226,6 +230,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sandbox-dir", help="reuse the sandbox running there (or start one there and keep it)")
     p.add_argument("--user", default="ddm", help="ddm client user from ddm.yaml (default %(default)s)")
     p.add_argument("--direct-only", action="store_true", help="only the direct runs (tests the harness)")
+    p.add_argument("--relay", action="store_true", help="also measure a bare uvloop byte relay (perf/relay.py)")
     p.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.relative_to(HERE.parent)}")
     return p.parse_args(argv)
 
@@ -281,8 +286,14 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
     env = environment(opts, sb.run_sql(n0, "SELECT VERSION()").strip())
 
     server: DdmServer | None = None
+    relay: subprocess.Popen | None = None
     rows: list[Row] = []
     try:
+        if opts.relay:
+            relay_port = box.listen_port + 100
+            relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("relay.py")), str(relay_port),
+                                      "127.0.0.1", str(n0.port)], stdin=subprocess.DEVNULL)
+            time.sleep(1.0)
         print(f"preparing {opts.tables} x {opts.table_size} rows directly on n0.{DIRECT_DB}", file=sys.stderr)
         sysbench("oltp_read_write", "cleanup", direct, opts)
         sysbench("oltp_read_write", "prepare", direct, opts)
@@ -302,8 +313,17 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
                     before = cpu_seconds(server.pid)
                     v = measure(workload, ps_mode, via, opts)
                     cpu = (cpu_seconds(server.pid) - before) * 1e6 / v.queries if v.queries else None
-                rows.append(Row(workload, ps_mode, d, v, cpu))
+                relay_cpu = None
+                if relay is not None:
+                    print(f"{workload} ps-mode={ps_mode}: bare relay ...", file=sys.stderr)
+                    before = cpu_seconds(relay.pid)
+                    r = measure(workload, ps_mode, dict(direct, port=relay_port), opts)
+                    relay_cpu = (cpu_seconds(relay.pid) - before) * 1e6 / r.queries if r.queries else None
+                rows.append(Row(workload, ps_mode, d, v, cpu, relay_cpu))
     finally:
+        if relay is not None:
+            relay.terminate()
+            relay.wait(10)
         if server is not None:
             server.stop()
         if started and own_dir:
