@@ -371,15 +371,7 @@ async def _execute_prepared_unit(client: ClientConnection, unit, stmt) -> None:
     except BaseException:
         _settle_unit_conn(client, conn)
         raise
-    for chunk in stmt.long_data:
-        conn.send_only(b"\x18" + struct.pack("<I", bstmt.stmt_id) + chunk[5:])
-    stmt.long_data = []
-    done = client.loop.create_future()
-    client._fwd = conn
-    conn.forward(frame(client._execute_payload(stmt, bstmt, stmt.last_payload), 0), client.transport, 1,
-                 lambda c: done.set_result(None))
-    await done
-    client._fwd = None
+    await client.execute_on(conn, stmt, bstmt, stmt.last_payload)
     if conn.closed and conn.forwarded_any:
         client.close()
         return

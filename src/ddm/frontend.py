@@ -669,11 +669,23 @@ class ClientConnection(FrontendCore):
         if node is None:
             node, phys = self._target()
         conn = await self._conn_for(node, phys)
+        await self.forward_and_wait(conn, frame(payload, 0), kind)
+        self._settle(conn)
+
+    async def forward_and_wait(self, conn: BackendConnection, packet: bytes, kind: int = KIND_RESULT) -> None:
+        """Forward one command's response to the client from a coroutine (the slow paths)."""
         done = self.loop.create_future()
         self._fwd = conn
-        conn.forward(frame(payload, 0), self.transport, kind, lambda c: done.set_result(None))
+        conn.forward(packet, self.transport, kind, lambda c: done.set_result(None))
         await done
-        self._settle(conn)
+        self._fwd = None
+
+    async def execute_on(self, conn: BackendConnection, stmt: ClientStatement, bstmt, payload: bytes) -> None:
+        """Send the statement's buffered long data, then its execute, with the backend statement id."""
+        for chunk in stmt.long_data:
+            conn.send_only(b"\x18" + struct.pack("<I", bstmt.stmt_id) + chunk[5:])
+        stmt.long_data = []
+        await self.forward_and_wait(conn, frame(self._execute_payload(stmt, bstmt, payload), 0))
 
     def _stmt_use(self, sql: bytes) -> bool:
         parts = sql.split(None, 1)
@@ -846,14 +858,7 @@ class ClientConnection(FrontendCore):
             if conn is not self.conn and conn is not stmt.cursor_conn:
                 self._give_back(conn)
             raise
-        for chunk in stmt.long_data:
-            conn.send_only(b"\x18" + struct.pack("<I", bstmt.stmt_id) + chunk[5:])
-        stmt.long_data = []
-        done = self.loop.create_future()
-        self._fwd = conn
-        conn.forward(frame(self._execute_payload(stmt, bstmt, payload), 0), self.transport, KIND_RESULT,
-                     lambda c: done.set_result(None))
-        await done
+        await self.execute_on(conn, stmt, bstmt, payload)
         if payload[5] & 0x07 and conn.last_status & CURSOR_EXISTS:
             stmt.cursor_conn = conn
             self.cursors += 1
