@@ -93,21 +93,22 @@ async def synchronize_db(conn: BackendConnection, physical_db: bytes) -> None:
 
 
 def fast_units(client: ClientConnection, sql: bytes):
-    """The single unit (datasource, sql) of a COM_QUERY when it can be forwarded as is, else None."""
+    """(unit, lexed, bound): the single unit of a COM_QUERY when it can be forwarded as is (else None), and the
+    bound plan when one was cached, so the slow path does not bind the same query again."""
     session = client.session
     lexed = lex(sql)
     if lexed.statement_count > 1 or lexed.first_keyword in TXN_BEGIN or lexed.first_keyword in TXN_END:
-        return None, lexed
+        return None, lexed, None
     plan = client.server.sharding.plans.get(session.db, client.config.generation, lexed.digest)
     if type(plan) is not QueryPlan:
-        return None, lexed
+        return None, lexed, None
     try:
         eu = plan.bind(lexed)
     except PlanError:
-        return None, lexed
+        return None, lexed, None
     if len(eu.units) != 1 or eu.merge is not None:
-        return None, lexed
-    return eu.units[0], lexed
+        return None, lexed, eu
+    return eu.units[0], lexed, eu
 
 
 def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
@@ -268,8 +269,9 @@ def _text_to_binary(rows: list[bytes], col_payloads: list[bytes]) -> list[bytes]
 
 
 # --- entry points -----------------------------------------------------------------------------------------
-async def run_query(client: ClientConnection, sql: bytes, lexed=None) -> None:
-    """A COM_QUERY on a sharded logical database (slow path)."""
+async def run_query(client: ClientConnection, sql: bytes, lexed=None, bound=None) -> None:
+    """A COM_QUERY on a sharded logical database (slow path). `bound`: this query's plan already bound by
+    fast_units (a cached QueryPlan; statements that metadata or transaction control answer never have one)."""
     if lexed is None:
         lexed = lex(sql)
     kw = lexed.first_keyword
@@ -279,6 +281,10 @@ async def run_query(client: ClientConnection, sql: bytes, lexed=None) -> None:
         return
     if lexed.statement_count > 1 and not is_compound(kw, sql):
         raise PlanError(ER.NOT_SUPPORTED_YET, "multi-statement queries on a sharded database are not supported")
+    if bound is not None:
+        results = await _run_units(client, bound.units, lambda u: b"\x03" + u.sql)
+        _reply(client, results, bound, False)
+        return
     plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
     await _execute_plan(client, plan, lexed, None, binary=False)
 

@@ -655,14 +655,14 @@ class ClientConnection(FrontendCore):
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
 
     def _sharded_query(self, sql: bytes) -> None:
-        unit, lexed = executor.fast_units(self, sql)
+        unit, lexed, bound = executor.fast_units(self, sql)
         if unit is not None and not self.txn_conns and self.txn_begin is None:
             node, phys = executor.location(self, unit.datasource)
             conn = self._ready_conn(node, phys)
             if conn is not None:
                 self._forward(conn, frame(b"\x03" + unit.sql, 0))
                 return
-        self._slow(executor.run_query(self, sql, lexed))
+        self._slow(executor.run_query(self, sql, lexed, bound))
 
     async def _forward_slow(self, payload: bytes, kind: int, node: str | None = None,
                             phys: bytes | None = None) -> None:
