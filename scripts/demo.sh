@@ -68,7 +68,9 @@ for i in $(seq 1 150); do
     sleep 0.1
 done
 
-SB_ARGS=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$LISTEN" --mysql-user=ddm --mysql-password=ddm
+# sysbench uses the mysql_native_password user: libmariadb can fail to load its caching_sha2_password plugin when
+# several sysbench threads connect at the same moment ("plugin ... is already loaded"), a client-side race.
+SB_ARGS=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$LISTEN" --mysql-user=ddm_native --mysql-password=ddm
     --mysql-db=sbtest --tables=4 --table-size=10000)
 
 say "sysbench oltp_read_write through ddm: prepare 4 tables x 10000 rows"
