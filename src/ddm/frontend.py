@@ -304,14 +304,11 @@ class ClientConnection(FrontendCore):
             pos = end + 1
         db = None
         if caps & CLIENT.CONNECT_WITH_DB and pos < len(p):
-            end = p.find(b"\0", pos)
-            end = len(p) if end < 0 else end
-            db = p[pos:end].decode("utf-8", "replace") or None
-            pos = end + 1
+            raw_db, pos = _cstring(p, pos)
+            db = raw_db.decode("utf-8", "replace") or None
         plugin = NATIVE
         if caps & CLIENT.PLUGIN_AUTH and pos < len(p):
-            end = p.find(b"\0", pos)
-            plugin = p[pos:end if end >= 0 else len(p)]
+            plugin, pos = _cstring(p, pos)
         self.caps = caps & self.server_caps
         self.flavour = self.caps & (CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS)
         self.deprecate_eof = bool(self.caps & CLIENT.DEPRECATE_EOF)
@@ -943,18 +940,15 @@ class ClientConnection(FrontendCore):
             pos = end + 1
         db = None
         if pos < len(p):
-            end = p.find(b"\0", pos)
-            end = len(p) if end < 0 else end
-            db = p[pos:end].decode("utf-8", "replace") or None
-            pos = end + 1
+            raw_db, pos = _cstring(p, pos)
+            db = raw_db.decode("utf-8", "replace") or None
         charset = None
         if pos + 2 <= len(p):
             charset = struct.unpack_from("<H", p, pos)[0]
             pos += 2
         plugin = NATIVE
         if self.caps & CLIENT.PLUGIN_AUTH and pos < len(p):
-            end = p.find(b"\0", pos)
-            plugin = p[pos:end if end >= 0 else len(p)]
+            plugin, pos = _cstring(p, pos)
         # A new user starts from a clean session, like after COM_RESET_CONNECTION.
         conn, self.conn = self.conn, None
         if conn is not None:
@@ -980,6 +974,13 @@ _SET_NAMES = re.compile(rb"^\s*SET\s+NAMES\s+'?(\w+)'?(\s+COLLATE\s+'?(\w+)'?)?\
 _SET_AUTOCOMMIT = re.compile(rb"^\s*SET\s+(?:@@(?:SESSION\.)?|SESSION\s+)?AUTOCOMMIT\s*=\s*(\w+)\s*;?\s*$", re.I)
 _KNOWN_CHARSETS = {cs.encode() for cs, _ in COLLATIONS.values()} | {b"utf8"}
 _KNOWN_COLLATIONS = {co.encode() for _, co in COLLATIONS.values()}
+def _cstring(p: bytes, pos: int) -> tuple[bytes, int]:
+    """A NUL-terminated string at `pos` (running to the end of the packet when the NUL is missing)."""
+    end = p.find(b"\0", pos)
+    end = len(p) if end < 0 else end
+    return p[pos:end], end + 1
+
+
 def _local_set(sql: bytes) -> tuple[str, object] | None:
     m = _SET_NAMES.match(sql)
     if m is not None:
