@@ -197,8 +197,7 @@ class BackendConnection(BackendCore):
 
     # --- hooks from BackendCore -------------------------------------------------------------------------------
     def response_done(self) -> None:
-        self.last_used = time.monotonic()
-        cb, self._done_cb = self._done_cb, None
+        cb, self._done_cb = self._done_cb, None  # (last_used is stamped when the pool takes it back)
         if cb is not None:
             cb(self)
 

@@ -43,6 +43,7 @@ COM_STATISTICS, COM_PING, COM_CHANGE_USER = 0x09, 0x0E, 0x11
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
 COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
 CURSOR_EXISTS = SS.CURSOR_EXISTS
+PIN_STATUS = SS.IN_TRANS | SS.CURSOR_EXISTS  # a response ending with these keeps its connection
 
 
 @dataclass
@@ -591,8 +592,8 @@ class ClientConnection(FrontendCore):
             self.conn = None
             self._give_back(conn, dirty=True)
             return False
-        elif conn.in_transaction or conn.last_status & CURSOR_EXISTS or (conn.last_error and self.conn is conn) \
-                or self.sticky or self._has_cursor(conn):
+        elif conn.last_status & PIN_STATUS or (conn.last_error and self.conn is conn) or self.sticky \
+                or (self.cursors and self._has_cursor(conn)):
             self.conn = conn
         else:
             if self.conn is conn:
