@@ -62,6 +62,8 @@ from cpython.object cimport PyObject
 from libc.stdlib cimport free, malloc, realloc, strtod
 from libc.string cimport memcmp, memcpy
 
+from ddm_core.packets cimport read_lenenc
+
 from ddm.rowcodec import (
     ColumnDef,
     MergeSpec,
@@ -220,30 +222,16 @@ cdef class _ColInfo:
         cdef Py_ssize_t pos
         cdef Py_ssize_t ln
         cdef int i, w, bit
-        cdef unsigned char c
         if not self.binary:
             pos = 0
             for i in range(upto):
                 if pos >= n:
                     raise MalformedRow("row has fewer columns than its definitions")
-                c = p[pos]
-                if c < 0xFB:
-                    ln = c
-                    pos += 1
-                elif c == 0xFB:       # NULL
+                ln = <Py_ssize_t>read_lenenc(p, n, &pos)
+                if ln == -1:          # NULL
                     self.vl[i] = -1
-                    pos += 1
                     continue
-                elif c == 0xFC and pos + 3 <= n:
-                    ln = p[pos + 1] | (p[pos + 2] << 8)
-                    pos += 3
-                elif c == 0xFD and pos + 4 <= n:
-                    ln = p[pos + 1] | (p[pos + 2] << 8) | (p[pos + 3] << 16)
-                    pos += 4
-                elif c == 0xFE and pos + 9 <= n:
-                    ln = <Py_ssize_t>rd_le(p + pos + 1, 8)
-                    pos += 9
-                else:
+                if ln < 0:
                     raise MalformedRow("bad length-encoded column")
                 if ln < 0 or ln > n - pos:
                     raise MalformedRow("column value runs past the row")
@@ -264,20 +252,8 @@ cdef class _ColInfo:
             if w == W_LENENC:
                 if pos >= n:
                     raise MalformedRow("truncated binary row")
-                c = p[pos]
-                if c < 0xFB:
-                    ln = c
-                    pos += 1
-                elif c == 0xFC and pos + 3 <= n:
-                    ln = p[pos + 1] | (p[pos + 2] << 8)
-                    pos += 3
-                elif c == 0xFD and pos + 4 <= n:
-                    ln = p[pos + 1] | (p[pos + 2] << 8) | (p[pos + 3] << 16)
-                    pos += 4
-                elif c == 0xFE and pos + 9 <= n:
-                    ln = <Py_ssize_t>rd_le(p + pos + 1, 8)
-                    pos += 9
-                else:
+                ln = <Py_ssize_t>read_lenenc(p, n, &pos)
+                if ln < 0:            # NULL marker or truncated: neither is a valid binary length
                     raise MalformedRow("bad length-encoded column")
             elif w == W_TEMPORAL:
                 if pos >= n:
