@@ -164,6 +164,7 @@ class BackendConnection(BackendCore):
         self.stmts: OrderedDict[tuple[bytes | None, bytes], Prepared] = OrderedDict()
         self._waiter: asyncio.Future | None = None
         self._done_cb: Callable[[BackendConnection], None] | None = None
+        self._chunk_cb: Callable[[BackendConnection], None] | None = None
         self.mode = MODE_RAW  # the server speaks first: its greeting may arrive before connect() returns
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
@@ -180,6 +181,7 @@ class BackendConnection(BackendCore):
         self.mode = MODE_IDLE
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(NodeUnavailable(self.node_name, "connection lost" + (f": {exc}" if exc else "")))
+        self._chunk_cb = None
         if mode in (MODE_FORWARD, MODE_COLLECT) and self._done_cb is not None:
             cb, self._done_cb = self._done_cb, None
             cb(self)
@@ -197,9 +199,14 @@ class BackendConnection(BackendCore):
 
     # --- hooks from BackendCore -------------------------------------------------------------------------------
     def response_done(self) -> None:
+        self._chunk_cb = None
         cb, self._done_cb = self._done_cb, None  # (last_used is stamped when the pool takes it back)
         if cb is not None:
             cb(self)
+
+    def packets_ready(self) -> None:
+        if self._chunk_cb is not None:
+            self._chunk_cb(self)
 
     def raw_ready(self) -> None:
         if self._waiter is not None and not self._waiter.done() and self.packets:
@@ -316,6 +323,17 @@ class BackendConnection(BackendCore):
         self.sink = sink
         self.begin(MODE_FORWARD, kind)
         self.transport.write(packet)
+
+    def stream(self, payload: bytes, on_packets: Callable[[BackendConnection], None],
+               on_done: Callable[[BackendConnection], None]) -> None:
+        """Send one command and hand its response over as it arrives: `on_packets(self)` whenever `packets` (and
+        `marks`, where the response state changed) hold new payloads, `on_done(self)` at the end or when the
+        connection is lost (then `closed` is set). The callee takes the lists it reads (replacing them)."""
+        self._chunk_cb = on_packets
+        self._done_cb = on_done
+        self.begin(MODE_COLLECT, KIND_RESULT)
+        self.streaming = True
+        self.transport.write(P.frame(payload, 0))
 
     def send_only(self, payload: bytes) -> None:
         """A command without a response (COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA)."""

@@ -19,7 +19,7 @@ import re
 import struct
 from typing import TYPE_CHECKING, Any
 
-from ddm import idgen, metadata
+from ddm import idgen, metadata, scatter
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.constants import er as ER
 from ddm.plan import DatabasePlan, InsertPlan, Plan, PlanError, QueryPlan, UnsupportedPlan
@@ -27,7 +27,7 @@ from ddm.plan_cache import PlanCache
 from ddm.planner import plan as make_plan
 from ddm.resultset import text_resultset
 from ddm.rewrite import apply_edits, keys_needed
-from ddm.rowcodec import ColumnDef, binary_wire, decode_value, encode_value, join_binary_row, split_text_row
+from ddm.rowcodec import ColumnDef, text_rows_to_binary
 from ddm.session import synchronize
 from ddm_core.lexer import lex
 from ddm_core.merge import Merger, MergeSpec
@@ -252,20 +252,9 @@ def _reply(client: ClientConnection, per_shard, eu, binary: bool) -> None:
         out_cols = [c.to_payload() if isinstance(c, ColumnDef) else c
                     for c in merger.output_columns[:desc.visible_columns]]
     if binary:
-        rows = _text_to_binary(rows, out_cols)
+        rows = text_rows_to_binary(rows, [ColumnDef.parse(c) for c in out_cols])
     client.transport.write(text_resultset(out_cols, rows, deprecate_eof=client.deprecate_eof,
                                           status=client._status()))
-
-
-def _text_to_binary(rows: list[bytes], col_payloads: list[bytes]) -> list[bytes]:
-    cols = [ColumnDef.parse(c) for c in col_payloads]
-    wires = [binary_wire(c) for c in cols]
-    out = []
-    for row in rows:
-        fields = split_text_row(row, len(cols))
-        values = [decode_value(f, c, False) for f, c in zip(fields, cols, strict=True)]
-        out.append(join_binary_row([encode_value(v, c, True) for v, c in zip(values, cols, strict=True)], wires))
-    return out
 
 
 # --- entry points -----------------------------------------------------------------------------------------
@@ -282,8 +271,7 @@ async def run_query(client: ClientConnection, sql: bytes, lexed=None, bound=None
     if lexed.statement_count > 1 and not is_compound(kw, sql):
         raise PlanError(ER.NOT_SUPPORTED_YET, "multi-statement queries on a sharded database are not supported")
     if bound is not None:
-        results = await _run_units(client, bound.units, lambda u: b"\x03" + u.sql)
-        _reply(client, results, bound, False)
+        await _run_and_reply(client, bound, False)
         return
     plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
     await _execute_plan(client, plan, lexed, None, binary=False)
@@ -363,9 +351,45 @@ async def _execute_plan(client: ClientConnection, plan: Plan, lexed, params, bin
         if len(eu.units) == 1 and eu.merge is None and not eu.generated_ids:
             await _execute_prepared_unit(client, eu.units[0], stmt)
             return
-    eu = plan.bind(lexed, params, keys)
+    await _run_and_reply(client, plan.bind(lexed, params, keys), binary)
+
+
+async def _run_and_reply(client: ClientConnection, eu, binary: bool) -> None:
+    if await _stream_select(client, eu, binary):
+        return
     results = await _run_units(client, eu.units, lambda u: b"\x03" + u.sql)
     _reply(client, results, eu, binary)
+
+
+async def _stream_select(client: ClientConnection, eu, binary: bool) -> bool:
+    """A multi-shard SELECT whose merge needs bounded state: streamed (ddm.scatter). False: not streamable."""
+    in_txn = client.txn_begin is not None or bool(client.txn_conns) or client.conn is not None
+    planned = scatter.plan_sources(eu, lambda ds: location(client, ds), in_txn)
+    if planned is None:
+        return False
+    sources, nshards = planned
+
+    async def connect(src: scatter.Source) -> None:
+        src.conn = await _conn_for_unit(client, src.node, src.phys)
+
+    if in_txn:  # one node's transaction connection at a time, as _run_units does
+        outcome: list = []
+        for src in sources:
+            try:
+                await connect(src)
+            except BaseException as exc:  # noqa: BLE001 - released below, then raised
+                outcome.append(exc)
+                break
+    else:
+        outcome = await asyncio.gather(*(connect(s) for s in sources), return_exceptions=True)
+    failed = next((x for x in outcome if isinstance(x, BaseException)), None)
+    if failed is not None:
+        for src in sources:
+            if src.conn is not None:
+                _settle_unit_conn(client, src.conn)
+        raise failed
+    await scatter.ScatterStream(client, eu, sources, nshards, binary, _settle_unit_conn).run()
+    return True
 
 
 async def _execute_prepared_unit(client: ClientConnection, unit, stmt) -> None:

@@ -92,6 +92,7 @@ class ClientConnection(FrontendCore):
         self.queries = 0
         self._task: asyncio.Task | None = None
         self._paused_backend: BackendConnection | None = None
+        self._scatter = None  # the ddm.scatter.ScatterStream sending this client rows, if any
         self._fwd: BackendConnection | None = None
         self._target_key: tuple | None = None
         self._target_val: tuple[str, bytes | None] = ("", None)
@@ -143,12 +144,18 @@ class ClientConnection(FrontendCore):
 
     def pause_writing(self) -> None:
         # The client reads slower than the data node sends: stop reading the node until it catches up.
+        if self._scatter is not None:
+            self._scatter.pause()
+            return
         conn = self._streaming_conn()
         if conn is not None and conn.transport is not None:
             conn.transport.pause_reading()
             self._paused_backend = conn
 
     def resume_writing(self) -> None:
+        if self._scatter is not None:
+            self._scatter.resume()
+            return
         conn, self._paused_backend = self._paused_backend, None
         if conn is not None and conn.transport is not None and not conn.closed:
             conn.transport.resume_reading()

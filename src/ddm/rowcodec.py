@@ -480,6 +480,17 @@ def encode_value(v: object, col: ColumnDef, binary: bool) -> bytes | None:
     return str(v).encode(_charset_codec(col.charset), "surrogateescape")
 
 
+def text_rows_to_binary(rows: Sequence[bytes], columns: Sequence[ColumnDef]) -> list[bytes]:
+    """Text-protocol rows -> binary-protocol rows (a merged scatter result answering COM_STMT_EXECUTE)."""
+    wires = [binary_wire(c) for c in columns]
+    out = []
+    for row in rows:
+        fields = split_text_row(row, len(columns))
+        values = [decode_value(f, c, False) for f, c in zip(fields, columns, strict=True)]
+        out.append(join_binary_row([encode_value(v, c, True) for v, c in zip(values, columns, strict=True)], wires))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- aggregates
 
 

@@ -51,6 +51,7 @@ cdef class BackendCore:
         self.mode = M_IDLE
         self.state = S_DONE
         self.result_cols = []
+        self.marks = []
 
     cdef void _reset_scan(self, int kind):
         self.kind = kind
@@ -77,9 +78,11 @@ cdef class BackendCore:
         """Expect one response of `kind`, handled in `mode` (the command itself is written by the caller)."""
         self._reset_scan(kind)
         self.mode = mode
+        self.streaming = False
         if mode == M_COLLECT:
             self.packets = []
             self.result_cols = []
+            self.marks = []
 
     cdef int _classify(self, const unsigned char* p, Py_ssize_t avail, Py_ssize_t length):
         """Advance the response state machine by one packet whose body starts at p (avail bytes of it)."""
@@ -234,6 +237,7 @@ cdef class BackendCore:
         cdef Py_ssize_t end
         cdef bytes payload
         cdef bint done
+        cdef int before
         if mode == M_FORWARD:
             end = self._scan(<const unsigned char*>PyBytes_AS_STRING(data), n)
             if self.sink is not None:
@@ -250,8 +254,15 @@ cdef class BackendCore:
             while True:
                 payload = self.framer.next_packet()
                 if payload is None:
+                    if self.streaming and self.packets:
+                        self.packets_ready()
                     return
+                before = self.state
                 done = self.continued_classify(payload)
+                # Streaming: a result head (S_FIRST), the last column definition, the EOF after them and a
+                # result's terminator each change the state (or start from S_FIRST); rows never do.
+                if self.streaming and (before == S_FIRST or before != self.state):
+                    self.marks.append(len(self.packets))
                 self.packets.append(payload)
                 if done:
                     break
@@ -279,6 +290,9 @@ cdef class BackendCore:
         pass
 
     def raw_ready(self):
+        pass
+
+    def packets_ready(self):
         pass
 
     def protocol_violation(self, bytes extra):

@@ -1,0 +1,76 @@
+"""Which scatter SELECTs stream, and the statement each data source gets (ddm.scatter.plan_sources).
+
+The streaming itself runs against real data nodes in tests/integration/test_scatter_stream.py and, for every
+generated multi-shard SELECT, in tests/integration/test_differential.py.
+"""
+
+from __future__ import annotations
+
+from ddm.plan import ExecutionUnits, MergeDesc, Unit
+from ddm.scatter import plan_sources
+
+LOC = {"ds0": ("n0", b"p0"), "ds1": ("n1", b"p1"), "ds2": ("n0", b"p2")}
+
+
+def merge(order_by=(), limit=None, offset=0, **kw) -> MergeDesc:
+    fields = {"group_by": (), "aggregates": (), "distinct": False, "having": None, "visible_columns": 2}
+    fields.update(kw)
+    return MergeDesc(order_by=order_by, limit=limit, offset=offset, **fields)
+
+
+def units(*pairs) -> tuple[Unit, ...]:
+    return tuple(Unit(ds, sql) for ds, sql in pairs)
+
+
+def plan(eu, in_txn=False):
+    return plan_sources(eu, LOC.__getitem__, in_txn)
+
+
+def test_concatenation_sends_one_multi_statement_per_source():
+    eu = ExecutionUnits(units(("ds0", b"SELECT a FROM t_0"), ("ds1", b"SELECT a FROM t_1"),
+                              ("ds0", b"SELECT a FROM t_2;")), merge())
+    sources, nshards = plan(eu)
+    assert nshards == 3
+    assert [(s.datasource, s.node, s.phys, s.sql, s.shards) for s in sources] == [
+        ("ds0", "n0", b"p0", b"SELECT a FROM t_0\n;\nSELECT a FROM t_2", [0, 2]),
+        ("ds1", "n1", b"p1", b"SELECT a FROM t_1", [1]),
+    ]
+
+
+def test_kway_merge_gets_one_sorted_union_per_source():
+    eu = ExecutionUnits(units(("ds0", b"SELECT a, b FROM t_0 ORDER BY b DESC, a LIMIT 0, 5 -- x"),
+                              ("ds0", b"SELECT a, b FROM t_1 ORDER BY b DESC, a LIMIT 0, 5"),
+                              ("ds1", b"SELECT a, b FROM t_2 ORDER BY b DESC, a LIMIT 0, 5")),
+                        merge(order_by=((1, True), (0, False)), limit=3, offset=2))
+    sources, nshards = plan(eu)
+    assert nshards == 2
+    assert sources[0].sql == (b"(SELECT a, b FROM t_0 ORDER BY b DESC, a LIMIT 0, 5 -- x\n) UNION ALL "
+                              b"(SELECT a, b FROM t_1 ORDER BY b DESC, a LIMIT 0, 5\n) ORDER BY 2 DESC, 1 LIMIT 5")
+    assert sources[0].shards == [0] and sources[1].shards == [1]
+    assert sources[1].sql == b"SELECT a, b FROM t_2 ORDER BY b DESC, a LIMIT 0, 5"
+
+
+def test_shapes_with_state_beyond_the_shard_heads_stay_buffered():
+    two = units(("ds0", b"SELECT 1"), ("ds1", b"SELECT 1"))
+    assert plan(ExecutionUnits(two, merge(group_by=(0,)))) is None
+    assert plan(ExecutionUnits(two, merge(aggregates=((0, "count", ()),)))) is None
+    assert plan(ExecutionUnits(two, merge(distinct=True))) is None
+    assert plan(ExecutionUnits(two, merge(having=lambda row: True))) is None
+    assert plan(ExecutionUnits(two, None, is_write=True)) is None  # a write over shards
+    assert plan(ExecutionUnits(two[:1], merge())) is None  # one shard: forwarded as is
+
+
+def test_star_with_order_by_over_several_tables_of_one_source_stays_buffered():
+    # `SELECT *` puts the derived ORDER BY column at a position counted from the end: unknown before the columns
+    eu = ExecutionUnits(units(("ds0", b"SELECT * FROM t_0"), ("ds0", b"SELECT * FROM t_1")),
+                        merge(order_by=((-1, False),), visible_columns=-1, nderived=1))
+    assert plan(eu) is None
+    one_each = ExecutionUnits(units(("ds0", b"SELECT * FROM t_0"), ("ds1", b"SELECT * FROM t_1")),
+                              merge(order_by=((-1, False),), visible_columns=-1, nderived=1))
+    assert plan(one_each) is not None
+
+
+def test_a_transaction_cannot_stream_two_sources_of_one_node():
+    eu = ExecutionUnits(units(("ds0", b"SELECT 1"), ("ds2", b"SELECT 1")), merge())
+    assert plan(eu, in_txn=False) is not None
+    assert plan(eu, in_txn=True) is None
