@@ -6,6 +6,11 @@ to 36 bytes, gathered across chunk boundaries) to know where the response ends a
 and writes every received chunk to the client untouched: a single-node result reaches the client as the bytes the
 node sent, with the node's sequence ids (they continue from the client's command, whose id 0 ddm kept).
 
+In M_COLLECT mode it keeps the response's packets for ddm; with `streaming` set it hands them over at the end of
+every received chunk (`packets_ready`), with `marks`: the indexes of the packets where the response's state
+changed (result heads, the last column definition, the EOF after them, terminators), so a consumer can split
+results and rows without looking at every row.
+
 FrontendCore cuts the client's stream into commands and hands them one at a time to `on_command`; commands that
 arrive while one is running (pipelining, COM_STMT_CLOSE sent ahead of the next command) wait in the framer.
 

@@ -4,9 +4,9 @@ MariaDB database holding the same rows; results must agree.
 
 Comparison: with a total ORDER BY (a unique key last) the row lists must be equal; otherwise the rows are compared
 as multisets. DOUBLE values are compared after rounding, or within 1e-9 relative where rounding splits them (sums
-depend on the order of addition); strings are
-compared under the column collation (utf8mb4_general_ci: case and trailing spaces ignored) where MySQL itself may
-return any member of a group of equal strings (GROUP BY keys, DISTINCT, MIN/MAX). The Python type of every value
+depend on the order of addition); strings are compared under the column collation (utf8mb4_general_ci: case and
+trailing spaces ignored) where MySQL itself may return any member of a group of equal strings (GROUP BY keys,
+DISTINCT, MIN/MAX). The Python type of every value
 (int / Decimal / float / str / date ...) must agree too.
 
 An error from ddm is accepted only when it is ER_NOT_SUPPORTED_YET (1235) with a message of ddm's documented
