@@ -125,3 +125,34 @@ def test_prepare_response_end(nparams, ncols, deprecate_eof):
     probe.begin(cy.MODE_COLLECT, cy.KIND_PREPARE)
     probe.data_received(wire)
     assert probe.done == 1 and probe.packets == parts
+
+
+def test_local_infile_request_ends_the_response_and_is_flagged():
+    # LOAD DATA LOCAL on a CLIENT_LOCAL_FILES connection: 0xFB + file name, then the node waits for the file
+    request = P.frame(b"\xfb/tmp/data.csv", 1)
+    probe, sink = Probe(), Sink()
+    probe.sink = sink
+    probe.begin(cy.MODE_FORWARD, cy.KIND_RESULT)
+    probe.data_received(request[:3])
+    probe.data_received(request[3:])
+    assert probe.done == 1 and sink.data == request
+    assert probe.local_infile and probe.last_error and probe.mode == cy.MODE_IDLE
+    # the empty packet that ends the file starts an ordinary response: the flag is reset
+    probe.begin(cy.MODE_FORWARD, cy.KIND_RESULT)
+    assert not probe.local_infile
+    probe.data_received(P.frame(P.ok_packet(2, 0, 2), 3))
+    assert probe.done == 2 and not probe.last_error
+
+
+def test_local_infile_request_while_collecting_gives_the_connection_up():
+    # nobody can send a file for a collected command: the connection is out of step and must not be reused
+    class Collector(Probe):
+        violations = 0
+
+        def protocol_violation(self, extra):
+            self.violations += 1
+
+    probe = Collector()
+    probe.begin(cy.MODE_COLLECT, cy.KIND_RESULT)
+    probe.data_received(P.frame(b"\xfbdata.csv", 1))
+    assert probe.done == 1 and probe.violations == 1 and probe.local_infile

@@ -35,13 +35,14 @@ from ddm_core.protocol import (
 
 # Capabilities ddm asks of a data node. The "flavour" bits (DEPRECATE_EOF, SESSION_TRACK, FOUND_ROWS) change the
 # shape or meaning of responses, so they are taken from the client and pools are kept per flavour: a response can
-# then be forwarded as the bytes the node sent.
+# then be forwarded as the bytes the node sent. LOCAL_FILES lets the node answer LOAD DATA LOCAL with a file request
+# that ddm.infile relays to the client, so only clients that accept those get it.
 BASE_CAPABILITIES = (
     CLIENT.LONG_PASSWORD | CLIENT.LONG_FLAG | CLIENT.PROTOCOL_41 | CLIENT.TRANSACTIONS | CLIENT.SECURE_CONNECTION
     | CLIENT.MULTI_STATEMENTS | CLIENT.MULTI_RESULTS | CLIENT.PS_MULTI_RESULTS | CLIENT.PLUGIN_AUTH
     | CLIENT.PLUGIN_AUTH_LENENC_CLIENT_DATA | CLIENT.INTERACTIVE
 )
-FLAVOUR_BITS = CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS
+FLAVOUR_BITS = CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS | CLIENT.LOCAL_FILES
 DEFAULT_COLLATION = 45  # utf8mb4_general_ci: known to MariaDB and MySQL alike
 STMT_CACHE_SIZE = 512  # statements kept prepared per connection (the server's max_prepared_stmt_count is global)
 
@@ -257,7 +258,7 @@ class BackendConnection(BackendCore):
         self.conn_id = hs["conn_id"]
         server_caps = hs["caps"]
         caps = (BASE_CAPABILITIES | self.flavour) & (server_caps | CLIENT.LONG_FLAG)
-        missing = self.flavour & ~server_caps
+        missing = self.flavour & ~server_caps & ~CLIENT.LOCAL_FILES  # without it the node refuses LOAD DATA LOCAL
         if missing:
             raise NodeUnavailable(self.node_name, f"data node lacks capabilities 0x{missing:x}")
         seq = 1

@@ -14,15 +14,17 @@ import re
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddm import auth, executor
-from ddm.backend import BackendConnection, BackendError, NodeUnavailable
+from ddm import auth, executor, threads
+from ddm.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
 from ddm.constants import er as ER
 from ddm.constants import field_type as FT
 from ddm.constants import server_status as SS
+from ddm.infile import InfileRelay
 from ddm.params import ParamError
 from ddm.plan import PlanError
 from ddm.pool import PoolTimeout
@@ -34,12 +36,12 @@ from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendC
 
 log = logging.getLogger("ddm.frontend")
 
-PH_HANDSHAKE, PH_AUTH, PH_COMMAND, PH_CLOSED = range(4)
+PH_HANDSHAKE, PH_AUTH, PH_COMMAND, PH_CLOSED, PH_INFILE = range(5)  # PH_INFILE: the client sends a LOCAL file
 NATIVE = b"mysql_native_password"
 SHA2 = b"caching_sha2_password"
 
 COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
-COM_STATISTICS, COM_PING, COM_CHANGE_USER = 0x09, 0x0E, 0x11
+COM_STATISTICS, COM_PROCESS_KILL, COM_PING, COM_CHANGE_USER = 0x09, 0x0C, 0x0E, 0x11
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
 COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
 CURSOR_EXISTS = SS.CURSOR_EXISTS
@@ -94,6 +96,7 @@ class ClientConnection(FrontendCore):
         self._paused_backend: BackendConnection | None = None
         self._scatter = None  # the ddm.scatter.ScatterStream sending this client rows, if any
         self._fwd: BackendConnection | None = None
+        self._infile: InfileRelay | None = None  # LOAD DATA LOCAL: the node waits for the client's file
         self._target_key: tuple | None = None
         self._target_val: tuple[str, bytes | None] = ("", None)
         self._pools: dict = {}
@@ -123,6 +126,9 @@ class ClientConnection(FrontendCore):
         self.server.clients.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        relay, self._infile = self._infile, None
+        if relay is not None:
+            relay.abandon()
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.sink = None
@@ -215,6 +221,8 @@ class ClientConnection(FrontendCore):
         try:
             if self.phase == PH_COMMAND:
                 self._dispatch(payload)
+            elif self.phase == PH_INFILE:
+                self._infile.packet(payload)
             elif self.phase == PH_AUTH:
                 self.seq = (self.framer.last_seq + 1) & 0xFF
                 self._on_auth_packet(payload)
@@ -318,7 +326,7 @@ class ClientConnection(FrontendCore):
         if caps & CLIENT.PLUGIN_AUTH and pos < len(p):
             plugin, pos = _cstring(p, pos)
         self.caps = caps & self.server_caps
-        self.flavour = self.caps & (CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS)
+        self.flavour = self.caps & FLAVOUR_BITS
         self.deprecate_eof = bool(self.caps & CLIENT.DEPRECATE_EOF)
         self.session_track = bool(self.caps & CLIENT.SESSION_TRACK)
         self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
@@ -455,6 +463,8 @@ class ClientConnection(FrontendCore):
             self._slow(self._com_reset_connection())
         elif cmd == COM_CHANGE_USER:
             self._com_change_user(payload)
+        elif cmd == COM_PROCESS_KILL:  # deprecated form of KILL CONNECTION <id>
+            threads.kill(self, struct.unpack_from("<I", payload, 1)[0], query_only=False)
         else:
             self._error(ER.UNKNOWN_COM_ERROR, "Unknown command")
             self.command_done()
@@ -582,8 +592,40 @@ class ClientConnection(FrontendCore):
 
     def _forward_done(self, conn: BackendConnection) -> None:
         """End of a forwarded response on the fast path: settle the connection, take the next command."""
+        if conn.local_infile:
+            self._relay_infile(conn, self._forward_done)
+            return
         if self._settle(conn):
             self.command_done()
+
+    # --- LOAD DATA LOCAL INFILE (ddm.infile) ------------------------------------------------------------------
+    def _relay_infile(self, conn: BackendConnection, then: Callable[[BackendConnection], None]) -> None:
+        """The node's response was a LOCAL INFILE request (already forwarded): relay the client's file to it, then
+        let `then` see the node's final answer."""
+        if conn.closed or self.phase == PH_CLOSED:
+            conn.local_infile = False
+            if conn.closed:
+                then(conn)  # settles a lost connection as usual
+            else:
+                InfileRelay(self, conn, then).abandon()  # the client is gone; nobody will send the file
+            return
+        self._infile = InfileRelay(self, conn, then)
+        self._fwd = conn
+        self.phase = PH_INFILE
+        self.command_done()  # the file's packets come in as "commands"
+
+    def end_infile(self, conn: BackendConnection) -> None:
+        """The client sent the empty packet: back to commands, with the node's answer still to forward."""
+        self._infile = None
+        self.phase = PH_COMMAND
+        self._fwd = conn
+
+    def infile_conn(self) -> BackendConnection | None:
+        return self._infile.conn if self._infile is not None else None
+
+    @property
+    def logged_in(self) -> bool:
+        return self.phase == PH_COMMAND or self.phase == PH_INFILE
 
     def _settle(self, conn: BackendConnection) -> bool:
         """Pin the connection (transaction, cursor) or give it back; False when the client is gone."""
@@ -680,8 +722,15 @@ class ClientConnection(FrontendCore):
     async def forward_and_wait(self, conn: BackendConnection, packet: bytes, kind: int = KIND_RESULT) -> None:
         """Forward one command's response to the client from a coroutine (the slow paths)."""
         done = self.loop.create_future()
+
+        def finished(c: BackendConnection) -> None:
+            if c.local_infile:
+                self._relay_infile(c, finished)
+            elif not done.done():
+                done.set_result(None)
+
         self._fwd = conn
-        conn.forward(packet, self.transport, kind, lambda c: done.set_result(None))
+        conn.forward(packet, self.transport, kind, finished)
         await done
         self._fwd = None
 
@@ -718,6 +767,8 @@ class ClientConnection(FrontendCore):
                                                 deprecate_eof=self.deprecate_eof, status=self._status()))
             self.command_done()
             return True
+        if norm.startswith(b"SELECTCONNECTION_ID()"):
+            return threads.select_connection_id(self, sql)  # ddm's id, the one in its greeting
         if norm not in (b"SELECTDATABASE()", b"SELECTSCHEMA()"):
             return False
         # the logical name: forwarding would show the data node's physical database
@@ -767,6 +818,9 @@ class ClientConnection(FrontendCore):
 
     def _stmt_show(self, sql: bytes) -> bool:
         words = sql.upper().split()
+        if [w.rstrip(b";") for w in words[1:3]] in ([b"PROCESSLIST"], [b"FULL", b"PROCESSLIST"]):
+            threads.show_processlist(self, sql, full=words[1] == b"FULL")  # ddm's thread ids, not the node's
+            return True
         if words[:2] in ([b"SHOW", b"DATABASES"], [b"SHOW", b"SCHEMAS"]):
             allowed = self.user.databases if self.user else ()
             names = [n for n in self.config.databases if "*" in allowed or n in allowed]
@@ -781,6 +835,19 @@ class ClientConnection(FrontendCore):
             self.command_done()
             return True
         return False
+
+    def _stmt_kill(self, sql: bytes) -> bool:
+        threads.kill_statement(self, sql)  # ddm's thread ids: never passed to a node as written
+        return True
+
+    def _stmt_load(self, sql: bytes) -> bool:
+        dbconf = self.session.dbconf
+        if dbconf is None or not dbconf.tables or not _is_load_local(sql):
+            return False  # pass-through: the node's file request is relayed (ddm.infile)
+        self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'LOAD DATA LOCAL INFILE on "
+                                          f"sharded database {self.session.db}'")
+        self.command_done()
+        return True
 
     # --- prepared statements ----------------------------------------------------------------------------------
     async def _com_stmt_prepare(self, payload: bytes) -> None:
@@ -989,6 +1056,13 @@ def _cstring(p: bytes, pos: int) -> tuple[bytes, int]:
     return p[pos:end], end + 1
 
 
+def _is_load_local(sql: bytes) -> bool:
+    """LOAD {DATA | XML} [LOW_PRIORITY | CONCURRENT] LOCAL INFILE ... (comments skipped by the lexer)."""
+    lexed = lex(sql)
+    words = [lexed.text(i).upper() for i in range(min(lexed.ntokens, 4))]
+    return words[:1] == [b"LOAD"] and words[1:2] in ([b"DATA"], [b"XML"]) and b"LOCAL" in words[2:4]
+
+
 def _local_set(sql: bytes) -> tuple[str, object] | None:
     m = _SET_NAMES.match(sql)
     if m is not None:
@@ -1011,5 +1085,7 @@ LOCAL_STATEMENTS = {
     b"USE": ClientConnection._stmt_use,
     b"SET": ClientConnection._stmt_set,
     b"SHOW": ClientConnection._stmt_show,
+    b"KILL": ClientConnection._stmt_kill,
+    b"LOAD": ClientConnection._stmt_load,
 }
 

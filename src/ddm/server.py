@@ -34,7 +34,8 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.started = time.monotonic()
         self.auth_failures = 0
-        self._ids = itertools.count(((worker_id & 0x3FF) << 22) + 1)  # 10 bits of worker id, like snowflake
+        self._ids = itertools.count(1)  # connection ids: see next_connection_id
+        self._id_base = (worker_id & 0x3FF) << 22
         self.sharding = ShardingContext(self)
         self.node_version = ""
         self.tls_context: ssl.SSLContext | None = None
@@ -73,7 +74,17 @@ class Server:
         conn.pool.release(conn)
 
     def next_connection_id(self) -> int:
-        return next(self._ids) & 0xFFFFFFFF
+        """10 bits of worker id over a 22-bit counter (like snowflake), so ids are unique across workers and KILL can
+        name one. The counter wraps inside this worker's range, never into the next worker's, and then skips ids
+        still held by a client."""
+        while True:
+            n = next(self._ids)
+            low = n & 0x3FFFFF
+            if low == 0:
+                continue
+            cid = self._id_base | low
+            if n <= 0x3FFFFF or all(c.conn_id != cid for c in self.clients):
+                return cid
 
     def questions(self) -> int:
         return sum(c.queries for c in self.clients)

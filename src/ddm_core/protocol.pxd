@@ -52,6 +52,7 @@ cdef class BackendCore:
     cdef public list packets                # M_COLLECT / M_RAW payloads
     cdef public unsigned int last_status    # status flags of the final OK/EOF
     cdef public bint last_error             # the response ended with an ERR packet
+    cdef public bint local_infile           # it ended with a LOCAL INFILE request: the node awaits a file
     cdef public bint forwarded_any          # some bytes of this response already reached the client
     cdef public long long result_sets       # result sets (or OKs) seen in this response
     cdef public object result_cols          # M_COLLECT: index in packets where each result's rows start (list)

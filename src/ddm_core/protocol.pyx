@@ -66,6 +66,7 @@ cdef class BackendCore:
         self.peek_need = 4
         self.last_status = 0
         self.last_error = False
+        self.local_infile = False
         self.forwarded_any = False
         self.result_sets = 0
         if kind == K_RESULT:
@@ -117,8 +118,12 @@ cdef class BackendCore:
                 self.last_error = True
                 self.state = S_DONE
             elif h == 0xFB:
-                # LOCAL INFILE request: ddm never offers CLIENT_LOCAL_FILES to data nodes, so this is a protocol
-                # violation; end the response and let the caller see it as an error.
+                # LOCAL INFILE request (LOAD DATA LOCAL on a connection opened with CLIENT_LOCAL_FILES): the
+                # response pauses here until the file's packets and an empty one are sent. M_FORWARD leaves that
+                # to the caller (ddm.frontend relays the client's file); in M_COLLECT nobody can send it, so the
+                # connection is given up (data_received). https://dev.mysql.com/doc/dev/mysql-server/latest/
+                # page_protocol_com_query_response_local_infile_request.html
+                self.local_infile = True
                 self.last_error = True
                 self.state = S_DONE
             else:
@@ -272,7 +277,7 @@ cdef class BackendCore:
                 if done:
                     break
             self.mode = M_IDLE
-            if self.framer.pending():
+            if self.framer.pending() or self.local_infile:
                 self.protocol_violation(b"")
             self.response_done()
         elif mode == M_RAW:

@@ -25,12 +25,7 @@ P = "pymysql.tests."
 KNOWN_DIFFERENCES = {
     P + "test_connection.TestConnection::test_connection_gone_away":
         "wait_timeout applies to pooled data-node connections, not to the client's connection to ddm",
-    P + "test_issues.TestNewIssues::test_issue_36":
-        "proxy bug: the handshake thread id is ddm's, SHOW PROCESSLIST / KILL ids are the node's",
     P + "test_issues.TestOldIssues::test_issue_6": "database `mysql` is not a logical database of ddm",
-    **{P + f"test_load_local.TestLoadLocal::{t}":
-       "proxy gap: LOAD DATA LOCAL INFILE (CLIENT_LOCAL_FILES) is not passed through (error 4166)"
-       for t in ("test_load_file", "test_load_warnings", "test_no_file", "test_unbuffered_load_file")},
 }
 
 

@@ -170,8 +170,9 @@ def test_transaction_survives_many_statements_and_other_clients(connect, txn_tab
     for i in range(30):
         query_all(a, "INSERT INTO pt_txn VALUES (%s, %s)", (i, i))
         query_all(others[i % 3], "SELECT COUNT(*) FROM pt_txn")  # other clients churn the pool meanwhile
-    cid = query_all(a, "SELECT CONNECTION_ID()")
-    assert query_all(a, "SELECT CONNECTION_ID()") == cid  # pinned to one data-node connection
+    # CONNECTION_ID() is ddm's id; the node's thread id shows which data-node connection ran the statement
+    cid = query_all(a, "SELECT @@pseudo_thread_id")
+    assert query_all(a, "SELECT @@pseudo_thread_id") == cid  # pinned to one data-node connection
     assert query_all(others[0], "SELECT COUNT(*) FROM pt_txn") == [(0,)]
     a.rollback()
     assert query_all(others[0], "SELECT COUNT(*) FROM pt_txn") == [(0,)]
@@ -226,7 +227,7 @@ def test_session_state_follows_client_across_pooled_connections(connect):
             query_all(b, "SELECT 1")
         assert query_all(a, "SELECT @x, @@SESSION.sql_mode, @@character_set_client") == [
             (42, "ANSI_QUOTES", "latin1")]
-        seen.add(query_all(a, "SELECT CONNECTION_ID()")[0][0])
+        seen.add(query_all(a, "SELECT @@pseudo_thread_id")[0][0])  # the data-node connection's thread id
         if i % 2 == 0:
             query_all(b, "COMMIT")
         assert query_all(b, "SELECT @x, @@SESSION.sql_mode") == [(None, default_mode)]
