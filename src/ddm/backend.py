@@ -156,6 +156,7 @@ class BackendConnection(BackendCore):
         self.loop = asyncio.get_event_loop()
         self.closed = False
         self.broken = False
+        self.in_pool = False  # idle in its pool (set and cleared by ddm.pool only)
         self.created = time.monotonic()
         self.last_used = self.created
         self.server_version = b""

@@ -726,13 +726,24 @@ class ClientConnection(FrontendCore):
         def finished(c: BackendConnection) -> None:
             if c.local_infile:
                 self._relay_infile(c, finished)
+            elif self.phase == PH_CLOSED:
+                # the client went away mid-response: its cancelled task will not settle the connection
+                self._give_back(c, dirty=True)
             elif not done.done():
                 done.set_result(None)
 
+        # connection_lost gives back the connections the client holds (pinned, transaction) once they are idle
+        held = conn is self.conn or conn in self.txn_conns.values()
         self._fwd = conn
         conn.forward(packet, self.transport, kind, finished)
-        await done
-        self._fwd = None
+        try:
+            await done
+        except asyncio.CancelledError:
+            if done.done() and not done.cancelled() and not held:  # it had ended before the client went away
+                self._give_back(conn, dirty=True)
+            raise
+        finally:
+            self._fwd = None
 
     async def execute_on(self, conn: BackendConnection, stmt: ClientStatement, bstmt, payload: bytes) -> None:
         """Send the statement's buffered long data, then its execute, with the backend statement id."""

@@ -42,6 +42,7 @@ class Pool:
         idle = self.idle
         while idle:
             conn = idle.pop()  # LIFO: the most recently used connection is the warmest
+            conn.in_pool = False
             if conn.closed:
                 self.size -= 1 if conn.pool is self else 0
                 conn.pool = None
@@ -89,6 +90,8 @@ class Pool:
 
     def release(self, conn: BackendConnection) -> None:
         """Give a connection back (called when its statement or transaction is over)."""
+        if conn.in_pool:
+            return  # given back twice (a client that vanished mid-command): once is what counts
         if conn.pool is not self:
             conn.close()
             return
@@ -107,6 +110,7 @@ class Pool:
             if not fut.done():
                 fut.set_result(conn)
                 return
+        conn.in_pool = True
         self.idle.append(conn)
 
     def discard(self, conn: BackendConnection) -> None:
@@ -114,8 +118,10 @@ class Pool:
         if conn.pool is self:
             conn.pool = None
             self.size -= 1
-            with contextlib.suppress(ValueError):
-                self.idle.remove(conn)
+            if conn.in_pool:
+                conn.in_pool = False
+                with contextlib.suppress(ValueError):
+                    self.idle.remove(conn)
             self._wake_next()
 
     def _wake_next(self) -> None:
@@ -141,10 +147,12 @@ class Pool:
                 too_idle = now - conn.last_used > self.cfg.idle_timeout and self.size > self.cfg.min_size
                 if expired or too_idle:
                     self.idle.remove(conn)
+                    conn.in_pool = False
                     self.discard(conn)
                     conn.close()
                 elif now - conn.last_used > self.cfg.ping_interval:
                     self.idle.remove(conn)
+                    conn.in_pool = False
                     try:
                         await conn.command(b"\x0e")  # COM_PING
                     except Exception:
@@ -166,6 +174,7 @@ class Pool:
             self._maint.cancel()
         while self.idle:
             conn = self.idle.pop()
+            conn.in_pool = False
             self.discard(conn)
             conn.close()
         for fut in self.waiters:
