@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ddm import idgen, metadata, scatter
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.constants import er as ER
+from ddm.params import decode_params as _decode_params
 from ddm.plan import DatabasePlan, InsertPlan, Plan, PlanError, QueryPlan, UnsupportedPlan
 from ddm.plan_cache import PlanCache
 from ddm.planner import plan as make_plan
@@ -40,6 +41,7 @@ log = logging.getLogger("ddm.executor")
 
 TXN_BEGIN = {b"BEGIN", b"START"}
 TXN_END = {b"COMMIT", b"ROLLBACK"}
+TXN_WORDS = frozenset(TXN_BEGIN | TXN_END)
 
 
 class ShardingContext:
@@ -93,22 +95,34 @@ async def synchronize_db(conn: BackendConnection, physical_db: bytes) -> None:
 
 
 def fast_units(client: ClientConnection, sql: bytes):
-    """(unit, lexed, bound): the single unit of a COM_QUERY when it can be forwarded as is (else None), and the
-    bound plan when one was cached, so the slow path does not bind the same query again."""
-    session = client.session
+    """(route, lexed, bound) of a COM_QUERY on a sharded database. route = (node, physical database, packet) when
+    the statement binds to one unit that can be forwarded as is (packet: that unit framed as a COM_QUERY), else
+    None; bound: the bound plan when one was cached and bound, so the slow path does not bind the same query again.
+
+    A plan with a point route (`key = literal` on one sharded table) binds in C without building the generic
+    ExecutionUnits; everything else, and every value the point route is not sure about, binds generically."""
     lexed = lex(sql)
-    if lexed.statement_count > 1 or lexed.first_keyword in TXN_BEGIN or lexed.first_keyword in TXN_END:
+    if lexed.statement_count > 1 or lexed.first_keyword in TXN_WORDS:
         return None, lexed, None
-    plan = client.server.sharding.plans.get(session.db, client.config.generation, lexed.digest)
+    plan = client.server.sharding.plans.get(client.session.db, client.config.generation, lexed.digest)
     if type(plan) is not QueryPlan:
         return None, lexed, None
+    free = not client.txn_conns and client.txn_begin is None  # inside a transaction run_query takes `bound`
+    point = plan.point
+    if point is not None and free:
+        r = point.route_query(lexed)
+        if r is not None:
+            ds = client.session.dbconf.datasources[r[0]]
+            return (ds.node, ds.database.encode(), r[1]), lexed, None
     try:
         eu = plan.bind(lexed)
     except PlanError:
         return None, lexed, None
-    if len(eu.units) != 1 or eu.merge is not None:
+    if not free or len(eu.units) != 1 or eu.merge is not None:
         return None, lexed, eu
-    return eu.units[0], lexed, eu
+    unit = eu.units[0]
+    node, phys = location(client, unit.datasource)
+    return (node, phys, frame(b"\x03" + unit.sql, 0)), lexed, eu
 
 
 def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
@@ -117,24 +131,25 @@ def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
     plan = stmt.plan
     if type(plan) is not QueryPlan or stmt.long_data or client.txn_conns or client.txn_begin is not None:
         return False
-    kw = stmt.lexed.first_keyword
-    if kw in TXN_BEGIN or kw in TXN_END:
+    lexed = stmt.lexed
+    if lexed.first_keyword in TXN_WORDS:
         return False
-    from ddm.params import decode_params
-
-    values, _ = decode_params(payload, stmt.nparams, stmt.param_types)
-    try:
-        eu = plan.bind(stmt.lexed, values, None, None, inline=False)
-    except (PlanError, ValueError):
-        return False
-    if len(eu.units) != 1 or eu.merge is not None:
-        return False
-    unit = eu.units[0]
-    node, phys = location(client, unit.datasource)
+    point = plan.point
+    r = point.route_execute(lexed, payload, stmt.nparams, stmt.param_types) if point is not None else None
+    if r is None:
+        values, _ = _decode_params(payload, stmt.nparams, stmt.param_types)
+        try:
+            eu = plan.bind(lexed, values, None, None, inline=False)
+        except (PlanError, ValueError):
+            return False
+        if len(eu.units) != 1 or eu.merge is not None:
+            return False
+        r = eu.units[0]
+    node, phys = location(client, r[0])
     conn = client._ready_conn(node, phys)
     if conn is None:
         return False
-    bstmt = conn.cached_stmt(unit.sql)
+    bstmt = conn.cached_stmt(r[1])
     if bstmt is None:
         if conn is not client.conn:
             conn.pool.release(conn)

@@ -702,12 +702,11 @@ class ClientConnection(FrontendCore):
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
 
     def _sharded_query(self, sql: bytes) -> None:
-        unit, lexed, bound = executor.fast_units(self, sql)
-        if unit is not None and not self.txn_conns and self.txn_begin is None:
-            node, phys = executor.location(self, unit.datasource)
-            conn = self._ready_conn(node, phys)
+        route, lexed, bound = executor.fast_units(self, sql)
+        if route is not None and not self.txn_conns and self.txn_begin is None:
+            conn = self._ready_conn(route[0], route[1])
             if conn is not None:
-                self._forward(conn, frame(b"\x03" + unit.sql, 0))
+                self._forward(conn, route[2])
                 return
         self._slow(executor.run_query(self, sql, lexed, bound))
 

@@ -12,7 +12,7 @@ insertion point "after the select list" is `last_tok * 2 + 1`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ddm.constants import er
@@ -241,7 +241,14 @@ class QueryPlan(Plan):
     single_target_error: PlanError | None = None
     is_write: bool = False
     router: Any = None  # ddm.routing.TableRouter of `rule`, filled by the planner (saves a lookup per query)
+    # ddm_core.shard.PointRoute when the statement is `... WHERE key = ?` on one sharded table (derived from the
+    # fields above once, when the router is set): binds a query to its one unit without the generic machinery
+    point: Any = field(default=None, init=False, repr=False, compare=False)
     kind = "query"
+
+    def __post_init__(self) -> None:
+        if self.router is not None and self.mode == ROUTE_SHARD and self.dnf is not None:
+            object.__setattr__(self, "point", _point_route()(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +320,18 @@ def _compile_units() -> Callable[..., ExecutionUnits]:
 
 
 _COMPILE: Callable[..., ExecutionUnits] | None = None
+
+
+def _point_route() -> Callable[[QueryPlan], Any]:
+    global _POINT
+    if _POINT is None:
+        from ddm.rewrite import point_route
+
+        _POINT = point_route
+    return _POINT
+
+
+_POINT: Callable[[QueryPlan], Any] | None = None
 
 
 def unsupported(message: str, code: int = er.NOT_SUPPORTED_YET) -> UnsupportedPlan:

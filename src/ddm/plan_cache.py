@@ -49,11 +49,12 @@ class PlanCache:
 
     def get(self, database: str, generation: int, digest: bytes) -> Plan | None:
         key = (database, generation, digest)
-        plan = self._data.get(key)
+        data = self._data
+        plan = data.get(key)
         if plan is None:
             self.misses += 1
             return None
-        self._data.move_to_end(key)
+        data.move_to_end(key)
         self.hits += 1
         return plan
 

@@ -40,6 +40,7 @@ from ddm.plan import (
 )
 from ddm.routing import Condition, Eq, Range, ShardKeyError
 from ddm.rowcodec import CI_UPPER, fold_ci
+from ddm_core.shard import PointRoute
 
 Edit = tuple[int, int, bytes]
 
@@ -229,6 +230,45 @@ class _Bound:
     def at(self, code: int) -> int:
         tok = code >> 1
         return self.lexed.end(tok) if code & 1 else self.lexed.start(tok)
+
+
+def point_route(plan: QueryPlan) -> Any:
+    """The PointRoute of a plan whose binding is "one table, `key = slot`, one target" (None for other shapes).
+
+    It must give exactly the unit `_bind_query` gives whenever it gives one: same routing (`TableRouter.route` of
+    one Eq value: each dimension is either placed by its shard function on this column or has a single index) and
+    the same table-name substitution (the plan's names, refs in text order)."""
+    dnf, router = plan.dnf, plan.router
+    if plan.mode != ROUTE_SHARD or dnf is None or router is None or router.kind != "sharded":
+        return None
+    if len(dnf) != 1 or len(dnf[0]) != 1 or dnf[0][0].op != EQ or len(dnf[0][0].slots) != 1:
+        return None
+    cond = dnf[0][0]
+    col = cond.column
+    dbf = router.db_function if router.db_column == col else None
+    if dbf is None and len(router.datasources) != 1:
+        return None
+    tbfs = []
+    for d, row in enumerate(router.targets):
+        f = router.table_functions[d] if router.table_column == col else None
+        if f is None and len(row) != 1:
+            return None
+        tbfs.append(f)
+    order = sorted(range(len(plan.tables)), key=lambda i: plan.tables[i].first)
+    names = []
+    for row in router.targets:
+        out = []
+        for tg in row:
+            repl = plan.names.get((tg.datasource, tg.table))
+            if repl is None or len(repl) != len(order):
+                return None
+            out.append(tuple(repl[i] for i in order))
+        names.append(tuple(out))
+    refs = tuple((plan.tables[i].first, plan.tables[i].last) for i in order)
+    try:
+        return PointRoute(cond.slots[0], cond.neg[0], refs, dbf, tuple(tbfs), router.datasources, tuple(names))
+    except (ValueError, TypeError):  # refs that overlap or too many of them: the generic path handles it
+        return None
 
 
 class _NotRoutable(Exception):

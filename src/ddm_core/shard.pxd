@@ -3,6 +3,8 @@
 
 from libc.stdint cimport uint32_t
 
+from ddm_core.lexer cimport Lexed
+
 # zlib-compatible CRC-32 continuing from `crc` (0 to start).
 cdef uint32_t crc32_c(const unsigned char* p, Py_ssize_t n, uint32_t crc) noexcept nogil
 # MurmurHash3_x86_32.
@@ -40,3 +42,24 @@ cdef class IntervalShard(ShardFunction):
 cdef class ClassShard(ShardFunction):
     cdef readonly object impl
     cdef object _ranges
+
+cdef enum:
+    POINT_MAX_REFS = 8
+
+# One equality on the shard key of one table, bound without the generic plan machinery (see PointRoute).
+cdef class PointRoute:
+    cdef readonly int slot
+    cdef readonly bint neg
+    cdef readonly tuple refs
+    cdef readonly tuple datasources
+    cdef readonly tuple names
+    cdef readonly ShardFunction db_function
+    cdef readonly tuple table_functions
+    cdef int _nrefs
+    cdef int _first[POINT_MAX_REFS]
+    cdef int _last[POINT_MAX_REFS]
+    cdef object _key_from_text(self, Lexed lx)
+    cdef object _negate(self, object value)
+    cdef object _place(self, object value, Lexed lx, bint framed)
+    cpdef object route_query(self, object lexed)
+    cpdef object route_execute(self, object lexed, bytes payload, int nparams, object types)

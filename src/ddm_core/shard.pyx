@@ -15,13 +15,17 @@ from bisect import bisect_left, bisect_right
 from datetime import date, datetime, time, timedelta
 from decimal import Context, Decimal
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.long cimport PyLong_AsLongLongAndOverflow
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.stdint cimport uint32_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
-__all__ = ["ShardKeyError", "ShardFunction", "make_shard_function", "crc32", "murmur3_32", "ALGORITHMS"]
+from ddm_core.lexer cimport T_NUMBER, T_PARAM, LexToken, Lexed
+
+__all__ = ["ShardKeyError", "ShardFunction", "make_shard_function", "crc32", "murmur3_32", "ALGORITHMS", "PointRoute"]
 
 ALGORITHMS = ("mod", "hash_mod", "range", "interval", "two_level", "class")
 
@@ -643,3 +647,280 @@ def make_shard_function(strategy, n, *, datasources=None):
         rest = {k: v for k, v in props.items() if k != "class"}
         return ClassShard(n, props.get("class"), rest)
     raise ValueError(f"unknown shard algorithm {algo!r} (expected one of {', '.join(ALGORITHMS)})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# point routes: `key = literal` on one sharded table, bound straight from the lexer's token array
+
+cdef object _NO = object()  # "the point route does not apply": the caller binds the plan the generic way
+
+
+@cython.final
+cdef class PointRoute:
+    """The plan-cache-hit path of the commonest statement shape: one sharded table, a WHERE that is one equality on
+    its shard key (`id = 5`, `id = ?`), so the statement reaches exactly one physical table.
+
+    Built once per plan (ddm.rewrite.point_route) from immutable data: `slot` is the literal slot of the key value
+    (`neg`: written `-?`), `refs` the token ranges (first, last) of the table names in text order, and
+    `names[d][t]` the replacement bytes of each ref for physical table t of data source `datasources[d]`. The key
+    places as `d = db_function.index(v)` (0 without one), `t = table_functions[d].index(v)` (0 without one).
+
+    Every method returns None whenever it is not certain to produce exactly what `QueryPlan.bind` would (a value
+    the shard functions refuse, NULL, `-'x'`, unusual parameter types, malformed packets): the caller then takes
+    the generic path, which also reports the errors."""
+
+    def __init__(self, int slot, bint neg, refs, ShardFunction db_function, table_functions, datasources, names):
+        cdef int i
+        refs = tuple(tuple(r) for r in refs)
+        if slot < 0 or len(refs) > POINT_MAX_REFS:
+            raise ValueError("point route: bad slot or too many table references")
+        table_functions = tuple(table_functions)
+        datasources = tuple(datasources)
+        names = tuple(tuple(tuple(x) for x in row) for row in names)
+        if len(table_functions) != len(datasources) or len(names) != len(datasources) or not datasources:
+            raise ValueError("point route: one table function and one name row per data source")
+        for f in table_functions:
+            if f is not None and not isinstance(f, ShardFunction):
+                raise TypeError("point route: table functions must be ShardFunctions or None")
+        for row in names:
+            for x in row:
+                if len(x) != len(refs) or not all(type(b) is bytes for b in x):
+                    raise ValueError("point route: one replacement per table reference")
+        for i in range(len(refs)):
+            self._first[i], self._last[i] = refs[i]
+            if self._first[i] < 0 or self._last[i] < self._first[i] or (i and self._first[i] <= self._last[i - 1]):
+                raise ValueError("point route: table references must be ordered and disjoint")
+        self._nrefs = len(refs)
+        self.slot = slot
+        self.neg = neg
+        self.refs = refs
+        self.db_function = db_function
+        self.table_functions = table_functions
+        self.datasources = datasources
+        self.names = names
+
+    def __repr__(self):
+        return f"<PointRoute slot={self.slot} neg={self.neg} refs={self.refs} datasources={len(self.datasources)}>"
+
+    cdef object _negate(self, object value):
+        if not self.neg:
+            return value
+        if isinstance(value, (int, Decimal, float)) and not isinstance(value, bool):
+            return -value
+        return _NO  # `-'abc'`: the generic path does not prune either
+
+    cdef object _key_from_text(self, Lexed lx):
+        cdef LexToken* t
+        cdef const unsigned char* p
+        cdef long long v = 0
+        cdef Py_ssize_t k
+        cdef bint plain = True
+        if self.slot >= lx.nslots:
+            return _NO
+        t = &lx.toks[lx.slot_tok[self.slot]]
+        if t.kind == T_PARAM:
+            return _NO
+        if t.kind == T_NUMBER and t.end - t.start <= 18:  # the common case: a plain integer, no int object parse
+            p = <const unsigned char*>PyBytes_AS_STRING(lx.sql)
+            for k in range(t.start, t.end):
+                if p[k] < 48 or p[k] > 57:
+                    plain = False
+                    break
+                v = v * 10 + (p[k] - 48)
+            if plain:
+                return PyLong_FromLongLong(-v if self.neg else v)
+        return self._negate(lx.slot_value(self.slot))
+
+    cdef object _place(self, object value, Lexed lx, bint framed):
+        cdef int d, t, i
+        cdef ShardFunction f
+        cdef tuple row, repl
+        cdef bytes sql = lx.sql, out
+        cdef const char* p = PyBytes_AS_STRING(sql)
+        cdef char* w
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(sql), total = n, pos = 0, s, e, ln, hdr
+        cdef Py_ssize_t starts[POINT_MAX_REFS]
+        cdef Py_ssize_t ends[POINT_MAX_REFS]
+        if value is None or value is _NO:
+            return None
+        try:
+            d = self.db_function.index(value) if self.db_function is not None else 0
+            if d < 0 or d >= len(self.names):
+                return None
+            f = self.table_functions[d]
+            t = f.index(value) if f is not None else 0
+        except Exception:
+            return None
+        row = <tuple>self.names[d]
+        if t < 0 or t >= len(row):
+            return None
+        repl = <tuple>row[t]
+        for i in range(self._nrefs):
+            if self._last[i] >= lx.ntokens:
+                return None
+            s = lx.toks[self._first[i]].start
+            e = lx.toks[self._last[i]].end
+            if s < (ends[i - 1] if i else 0) or e < s:
+                return None  # (tokens never overlap; kept as a guard for the copies below)
+            starts[i] = s
+            ends[i] = e
+            total += PyBytes_GET_SIZE(<bytes>repl[i]) - (e - s)
+        hdr = 5 if framed else 0
+        if framed and total + 1 >= 0xFFFFFF:
+            return None  # a COM_QUERY that needs continuation packets: frame() splits it
+        out = PyBytes_FromStringAndSize(NULL, total + hdr)
+        w = PyBytes_AS_STRING(out)
+        if framed:
+            w[0] = <char>((total + 1) & 0xFF)
+            w[1] = <char>(((total + 1) >> 8) & 0xFF)
+            w[2] = <char>((total + 1) >> 16)
+            w[3] = 0
+            w[4] = 3  # COM_QUERY
+        w += hdr
+        for i in range(self._nrefs):
+            ln = starts[i] - pos
+            memcpy(w, p + pos, ln)
+            w += ln
+            ln = PyBytes_GET_SIZE(<bytes>repl[i])
+            memcpy(w, PyBytes_AS_STRING(<bytes>repl[i]), ln)
+            w += ln
+            pos = ends[i]
+        memcpy(w, p + pos, n - pos)
+        return (self.datasources[d], out)
+
+    cpdef object route_query(self, object lexed):
+        """(datasource, packet) for a COM_QUERY: the physical statement framed as one COM_QUERY packet, sequence
+        id 0 (what `frame(b"\\x03" + unit.sql, 0)` gives for the plan's one unit). None = bind generically."""
+        if type(lexed) is not Lexed:
+            return None
+        return self._place(self._key_from_text(<Lexed>lexed), <Lexed>lexed, True)
+
+    cpdef object route_execute(self, object lexed, bytes payload, int nparams, object types):
+        """(datasource, physical statement with its ? markers) for a COM_STMT_EXECUTE of the prepared statement
+        `lexed` (payload: the command, byte 0x17 included; types: the last bound parameter types). The parameter
+        block is checked like ddm.params.decode_params does (None when it would not decode cleanly or holds a
+        DECIMAL or temporal value). None = bind generically."""
+        cdef Lexed lx
+        cdef int k, j = -1, nmark = 0
+        if type(lexed) is not Lexed or payload is None:
+            return None
+        lx = <Lexed>lexed
+        if self.slot >= lx.nslots:
+            return None
+        for k in range(lx.nslots):
+            if lx.toks[lx.slot_tok[k]].kind == T_PARAM:
+                if k == self.slot:
+                    j = nmark
+                nmark += 1
+        if nparams <= 0:  # no values: markers stay unbound
+            if j >= 0:
+                return None
+            return self._place(self._key_from_text(lx), lx, False)
+        if nmark > nparams:
+            return None  # more markers than the statement has parameters: an error, reported generically
+        value = _param_value(payload, nparams, types, j)
+        if value is _NO:
+            return None
+        if j < 0:
+            value = self._key_from_text(lx)
+        else:
+            value = self._negate(value)
+        return self._place(value, lx, False)
+
+
+cdef object _param_value(bytes payload, int n, object types, int want):
+    # Walk a COM_STMT_EXECUTE parameter block (layout: ddm.params) and return parameter `want` (-1: none, only
+    # check the block): int for the integer types, bytes for length-encoded ones, None for NULL. _NO when
+    # decode_params would fail or decodes a DECIMAL/temporal value (those can fail on content, not only length).
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(payload), nb = (n + 7) // 8, pos, sz
+    cdef const unsigned char* tp
+    cdef const unsigned char* bitmap = p + 10
+    cdef unsigned long long ln
+    cdef int i, t, c
+    cdef bint uns
+    cdef object found = None
+    if 10 + nb >= size:
+        return _NO
+    pos = 10 + nb
+    if p[pos]:
+        pos += 1
+        if pos + 2 * <Py_ssize_t>n > size:
+            return _NO
+        tp = p + pos
+        pos += 2 * n
+    else:
+        pos += 1
+        if type(types) is not bytes or PyBytes_GET_SIZE(types) < 2 * <Py_ssize_t>n:
+            return _NO
+        tp = <const unsigned char*>PyBytes_AS_STRING(types)
+    for i in range(n):
+        if bitmap[i >> 3] & (1 << (i & 7)):
+            continue  # NULL (found stays None when i == want)
+        t = tp[2 * i]
+        uns = tp[2 * i + 1] & 0x80
+        if t == 1 or t == 2 or t == 13 or t == 3 or t == 9 or t == 8:  # TINY SHORT YEAR LONG INT24 LONGLONG
+            sz = 1 if t == 1 else 2 if t == 2 or t == 13 else 8 if t == 8 else 4
+            if pos + sz > size:
+                return _NO
+            if i == want:
+                found = _int_le(p + pos, sz, uns)
+            pos += sz
+        elif t == 5 or t == 4:  # DOUBLE FLOAT
+            sz = 8 if t == 5 else 4
+            if pos + sz > size or i == want:
+                return _NO
+            pos += sz
+        elif t == 6:  # NULL type: no bytes
+            if i == want:
+                return _NO
+        elif t == 0 or t == 246 or t == 7 or t == 10 or t == 11 or t == 12:  # DECIMAL, temporal
+            return _NO
+        else:  # length-encoded bytes
+            if pos >= size:
+                return _NO
+            c = p[pos]
+            if c < 0xFB:
+                ln = c
+                pos += 1
+            elif c == 0xFC:
+                if pos + 3 > size:
+                    return _NO
+                ln = p[pos + 1] | (<unsigned long long>p[pos + 2] << 8)
+                pos += 3
+            elif c == 0xFD:
+                if pos + 4 > size:
+                    return _NO
+                ln = p[pos + 1] | (<unsigned long long>p[pos + 2] << 8) | (<unsigned long long>p[pos + 3] << 16)
+                pos += 4
+            elif c == 0xFE:
+                if pos + 9 > size:
+                    return _NO
+                ln = 0
+                for c in range(8):
+                    ln |= (<unsigned long long>p[pos + 1 + c]) << (8 * c)
+                pos += 9
+            else:
+                return _NO
+            if ln > <unsigned long long>(size - pos):
+                return _NO
+            if i == want:
+                found = PyBytes_FromStringAndSize(<const char*>p + pos, <Py_ssize_t>ln)
+            pos += <Py_ssize_t>ln
+    return found
+
+
+cdef object _int_le(const unsigned char* q, Py_ssize_t sz, bint uns):
+    cdef unsigned long long u = 0
+    cdef Py_ssize_t k
+    for k in range(sz):
+        u |= (<unsigned long long>q[k]) << (8 * k)
+    if uns:
+        return PyLong_FromUnsignedLongLong(u)
+    if sz == 1:
+        return PyLong_FromLongLong(<signed char>u)
+    if sz == 2:
+        return PyLong_FromLongLong(<short>u)
+    if sz == 4:
+        return PyLong_FromLongLong(<int>u)
+    return PyLong_FromLongLong(<long long>u)

@@ -38,6 +38,7 @@ __all__ = [
     "crc32",
     "murmur3_32",
     "ALGORITHMS",
+    "PointRoute",
 ]
 
 ALGORITHMS = ("mod", "hash_mod", "range", "interval", "two_level", "class")
@@ -579,3 +580,204 @@ def make_shard_function(strategy: Any, n: int, *, datasources: int | None = None
         rest = {k: v for k, v in props.items() if k != "class"}
         return ClassShard(n, _prop(props, "class"), rest)
     raise ValueError(f"unknown shard algorithm {algo!r} (expected one of {', '.join(ALGORITHMS)})")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# point routes: `key = literal` on one sharded table, bound straight from the lexer's tokens
+
+_NO = object()  # "the point route does not apply": the caller binds the plan the generic way
+_T_NUMBER, _T_PARAM = 4, 7  # ddm_core.lexer / ddm._py.lexer token kinds
+_MAX_REFS = 8
+_INT_SIZES = {1: 1, 2: 2, 13: 2, 3: 4, 9: 4, 8: 8}  # TINY SHORT YEAR LONG INT24 LONGLONG
+_REFUSED = frozenset({0, 246, 7, 10, 11, 12})  # DECIMAL and temporal values: decoded (and refused) generically
+
+
+class PointRoute:
+    """The plan-cache-hit path of the commonest statement shape: one sharded table, a WHERE that is one equality on
+    its shard key (`id = 5`, `id = ?`), so the statement reaches exactly one physical table.
+
+    Built once per plan (ddm.rewrite.point_route) from immutable data: `slot` is the literal slot of the key value
+    (`neg`: written `-?`), `refs` the token ranges (first, last) of the table names in text order, and
+    `names[d][t]` the replacement bytes of each ref for physical table t of data source `datasources[d]`. The key
+    places as `d = db_function.index(v)` (0 without one), `t = table_functions[d].index(v)` (0 without one).
+
+    Every method returns None whenever it is not certain to produce exactly what `QueryPlan.bind` would (a value
+    the shard functions refuse, NULL, `-'x'`, unusual parameter types, malformed packets): the caller then takes
+    the generic path, which also reports the errors."""
+
+    __slots__ = ("slot", "neg", "refs", "db_function", "table_functions", "datasources", "names")
+
+    def __init__(self, slot: int, neg: bool, refs: Any, db_function: ShardFunction | None, table_functions: Any,
+                 datasources: Any, names: Any) -> None:
+        refs = tuple(tuple(r) for r in refs)
+        if slot < 0 or len(refs) > _MAX_REFS:
+            raise ValueError("point route: bad slot or too many table references")
+        if db_function is not None and not isinstance(db_function, ShardFunction):
+            raise TypeError("point route: the database function must be a ShardFunction or None")
+        table_functions = tuple(table_functions)
+        datasources = tuple(datasources)
+        names = tuple(tuple(tuple(x) for x in row) for row in names)
+        if len(table_functions) != len(datasources) or len(names) != len(datasources) or not datasources:
+            raise ValueError("point route: one table function and one name row per data source")
+        for f in table_functions:
+            if f is not None and not isinstance(f, ShardFunction):
+                raise TypeError("point route: table functions must be ShardFunctions or None")
+        for row in names:
+            for x in row:
+                if len(x) != len(refs) or not all(type(b) is bytes for b in x):
+                    raise ValueError("point route: one replacement per table reference")
+        for i, (first, last) in enumerate(refs):
+            if first < 0 or last < first or (i and first <= refs[i - 1][1]):
+                raise ValueError("point route: table references must be ordered and disjoint")
+        for name, value in (("slot", int(slot)), ("neg", bool(neg)), ("refs", refs), ("db_function", db_function),
+                            ("table_functions", table_functions), ("datasources", datasources), ("names", names)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("PointRoute is immutable")
+
+    def __repr__(self) -> str:
+        return f"<PointRoute slot={self.slot} neg={self.neg} refs={self.refs} datasources={len(self.datasources)}>"
+
+    def _negate(self, value: Any) -> Any:
+        if not self.neg:
+            return value
+        if isinstance(value, (int, Decimal, float)) and not isinstance(value, bool):
+            return -value
+        return _NO  # `-'abc'`: the generic path does not prune either
+
+    def _key_from_text(self, lx: Any) -> Any:
+        if self.slot >= len(lx.slots) or lx.kind(lx.slots[self.slot]) == _T_PARAM:
+            return _NO
+        return self._negate(lx.slot_value(self.slot))
+
+    def _place(self, value: Any, lx: Any, framed: bool) -> tuple[str, bytes] | None:
+        if value is None or value is _NO:
+            return None
+        try:
+            d = self.db_function.index(value) if self.db_function is not None else 0
+            if not 0 <= d < len(self.names):
+                return None
+            f = self.table_functions[d]
+            t = f.index(value) if f is not None else 0
+        except Exception:
+            return None
+        row = self.names[d]
+        if not 0 <= t < len(row):
+            return None
+        sql = lx.sql
+        parts = []
+        pos = 0
+        for (first, last), repl in zip(self.refs, row[t], strict=True):
+            if last >= lx.ntokens or lx.start(first) < pos or lx.end(last) < lx.start(first):
+                return None
+            parts.append(sql[pos:lx.start(first)])
+            parts.append(repl)
+            pos = lx.end(last)
+        parts.append(sql[pos:])
+        out = b"".join(parts)
+        if framed:
+            n = len(out) + 1
+            if n >= 0xFFFFFF:
+                return None  # a COM_QUERY that needs continuation packets: frame() splits it
+            out = n.to_bytes(3, "little") + b"\x00\x03" + out
+        return self.datasources[d], out
+
+    def route_query(self, lexed: Any) -> tuple[str, bytes] | None:
+        """(datasource, packet) for a COM_QUERY: the physical statement framed as one COM_QUERY packet, sequence
+        id 0 (what `frame(b"\\x03" + unit.sql, 0)` gives for the plan's one unit). None = bind generically."""
+        return self._place(self._key_from_text(lexed), lexed, True)
+
+    def route_execute(self, lexed: Any, payload: bytes, nparams: int, types: bytes | None
+                      ) -> tuple[str, bytes] | None:
+        """(datasource, physical statement with its ? markers) for a COM_STMT_EXECUTE of the prepared statement
+        `lexed` (payload: the command, byte 0x17 included; types: the last bound parameter types). The parameter
+        block is checked like ddm.params.decode_params does (None when it would not decode cleanly or holds a
+        DECIMAL or temporal value). None = bind generically."""
+        if payload is None:
+            return None
+        slots = lexed.slots
+        if self.slot >= len(slots):
+            return None
+        j = -1
+        nmark = 0
+        for k, tok in enumerate(slots):
+            if lexed.kind(tok) == _T_PARAM:
+                if k == self.slot:
+                    j = nmark
+                nmark += 1
+        if nparams <= 0:  # no values: markers stay unbound
+            if j >= 0:
+                return None
+            return self._place(self._key_from_text(lexed), lexed, False)
+        if nmark > nparams:
+            return None  # more markers than the statement has parameters: an error, reported generically
+        value = _param_value(payload, nparams, types, j)
+        if value is _NO:
+            return None
+        value = self._key_from_text(lexed) if j < 0 else self._negate(value)
+        return self._place(value, lexed, False)
+
+
+def _param_value(p: bytes, n: int, types: bytes | None, want: int) -> Any:
+    """Walk a COM_STMT_EXECUTE parameter block (layout: ddm.params) and return parameter `want` (-1: none, only
+    check the block): int for the integer types, bytes for length-encoded ones, None for NULL. _NO when
+    decode_params would fail or decodes a DECIMAL/temporal value (those can fail on content, not only length)."""
+    size = len(p)
+    nb = (n + 7) // 8
+    if 10 + nb >= size:
+        return _NO
+    bitmap = p[10:10 + nb]
+    pos = 10 + nb
+    if p[pos]:
+        pos += 1
+        if pos + 2 * n > size:
+            return _NO
+        tp = p[pos:pos + 2 * n]
+        pos += 2 * n
+    else:
+        pos += 1
+        if type(types) is not bytes or len(types) < 2 * n:
+            return _NO
+        tp = types
+    found: Any = None
+    for i in range(n):
+        if bitmap[i >> 3] & (1 << (i & 7)):
+            continue
+        t, flag = tp[2 * i], tp[2 * i + 1]
+        sz = _INT_SIZES.get(t)
+        if sz is not None:
+            if pos + sz > size:
+                return _NO
+            if i == want:
+                found = int.from_bytes(p[pos:pos + sz], "little", signed=not flag & 0x80)
+            pos += sz
+        elif t == 5 or t == 4:  # DOUBLE FLOAT
+            sz = 8 if t == 5 else 4
+            if pos + sz > size or i == want:
+                return _NO
+            pos += sz
+        elif t == 6:  # NULL type: no bytes
+            if i == want:
+                return _NO
+        elif t in _REFUSED:
+            return _NO
+        else:  # length-encoded bytes
+            if pos >= size:
+                return _NO
+            c = p[pos]
+            if c < 0xFB:
+                ln, pos = c, pos + 1
+            elif c in (0xFC, 0xFD, 0xFE):
+                w = {0xFC: 2, 0xFD: 3, 0xFE: 8}[c]
+                if pos + 1 + w > size:
+                    return _NO
+                ln, pos = int.from_bytes(p[pos + 1:pos + 1 + w], "little"), pos + 1 + w
+            else:
+                return _NO
+            if ln > size - pos:
+                return _NO
+            if i == want:
+                found = p[pos:pos + ln]
+            pos += ln
+    return found
