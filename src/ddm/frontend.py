@@ -420,8 +420,12 @@ class ClientConnection(FrontendCore):
     def _dispatch(self, payload: bytes) -> None:
         cmd = payload[0] if payload else -1
         self.queries += 1
-        if self.conn is None:
-            self.config = self.server.config  # a new snapshot applies from the next transaction on
+        if self.config is not self.server.config and self.conn is None and not self.txn_conns \
+                and self.txn_begin is None:
+            # a new snapshot applies from the next transaction on; the session's logical database is looked up
+            # in it again (its rules, or whether it is sharded at all, may have changed)
+            self.config = self.server.config
+            self._target()
         if cmd == COM_STMT_EXECUTE:
             self._com_stmt_execute(payload)
         elif cmd == COM_QUERY:
