@@ -683,7 +683,8 @@ class ClientConnection(FrontendCore):
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
-        if kw == b"SELECT" and len(sql) < 48 and self._select_database(sql):
+        # DATABASE() / LAST_INSERT_ID() / CONNECTION_ID() are answered here; all have a parenthesis
+        if kw == b"SELECT" and len(sql) < 48 and b"(" in sql and self._select_database(sql):
             return
         if (not self.session.multi_statements and b";" in sql and not executor.is_compound(kw, sql)
                 and lex(sql).statement_count > 1):
