@@ -135,11 +135,12 @@ def find(client: ClientConnection, thread_id: int) -> ClientConnection | None:
 
 def busy_backends(target: ClientConnection) -> list[BackendConnection]:
     """The backend connections running `target`'s current statement: the one streaming its response, the one a
-    LOAD DATA LOCAL waits on, pinned and per-node transaction connections in the middle of a command. (Connections
-    a scatter query outside a transaction borrows are not tracked per client.)"""
+    LOAD DATA LOCAL waits on, pinned and per-node transaction connections in the middle of a command, and those of
+    a streaming scatter SELECT. (The buffered scatter path's borrowed connections are not tracked per client.)"""
     relay = target.infile_conn()
     found: list[BackendConnection] = []
-    for c in (target._fwd, relay, target.conn, *target.txn_conns.values()):
+    streaming = [s.conn for s in target._scatter.sources] if target._scatter is not None else []
+    for c in (target._fwd, relay, target.conn, *target.txn_conns.values(), *streaming):
         if c is not None and not c.closed and c not in found and (c.mode != MODE_IDLE or c is relay):
             found.append(c)
     return found

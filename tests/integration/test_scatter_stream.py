@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -154,3 +155,31 @@ def test_streaming_inside_a_transaction(ddm_stream):
         cur.execute("ROLLBACK")
         cur.execute("SELECT k FROM big WHERE id = 3")
         assert cur.fetchall() == ((3,),)
+
+
+def test_kill_query_stops_a_streaming_scatter(ddm_stream):
+    victim = _connect(ddm_stream.port)
+    out: dict = {}
+
+    def run() -> None:
+        t0 = time.monotonic()
+        try:
+            with victim.cursor() as cur:
+                cur.execute("SELECT id, SLEEP(0.01) FROM big WHERE id <= 2000 ORDER BY id")  # ~2.5 s per table
+                out["rows"] = cur.fetchall()
+        except pymysql.err.MySQLError as exc:
+            out["error"] = exc.args[0]
+        out["elapsed"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.8)
+    with _connect(ddm_stream.port) as c, c.cursor() as cur:
+        cur.execute(f"KILL QUERY {victim.server_thread_id[0]}")
+    t.join(30)
+    assert out.get("error") == 1317, out  # ER_QUERY_INTERRUPTED from the nodes, not a partial result
+    assert out["elapsed"] < 2.0, out
+    with victim.cursor() as cur:  # the victim's session goes on
+        cur.execute("SELECT COUNT(*) FROM big WHERE id = 5")
+        assert cur.fetchall() == ((1,),)
+    victim.close()
