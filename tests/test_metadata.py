@@ -14,6 +14,7 @@ import pytest
 from ddm import config as config_mod
 from ddm import metadata
 from ddm.backend import BackendError, Result
+from ddm.constants import field_type as FT
 from ddm.plan import PlanError
 from ddm.resultset import column_definition, text_row
 from ddm.rowcodec import ColumnDef, read_lenenc, split_text_row
@@ -104,6 +105,23 @@ def respond(node: str, db: str, sql: str) -> Result:
         return res(["Table", "Non_unique", "Key_name"], [(m.group(4), 0, "PRIMARY")])
     if sql.startswith("SELECT `ddm_i` FROM"):
         return sqlite_filter(sql)
+    m = re.fullmatch(r"SELECT `TABLE_SCHEMA`, `TABLE_NAME`, `TABLE_ROWS`, `DATA_LENGTH`, `INDEX_LENGTH`, `DATA_FREE` "
+                     r"FROM `information_schema`.`TABLES` WHERE `TABLE_SCHEMA` IN \('(\w+)'\)", sql)
+    if m:  # the size columns of the physical tables, for the totals of sharded tables
+        tables = PHYSICAL[(node, m.group(1))]
+        return res(["TABLE_SCHEMA", "TABLE_NAME", "TABLE_ROWS", "DATA_LENGTH", "INDEX_LENGTH", "DATA_FREE"],
+                   [(m.group(1), t, n, n * 100, 50, 0) for t, n in sorted(tables.items())])
+    if node == "n1" and sql.startswith("SELECT ") and "FROM `information_schema`.`TABLES` WHERE `TABLE_SCHEMA` = " \
+            "'shop_1' AND `TABLE_NAME` IN ('settings')" in sql:
+        # the canonical table of `settings` lives on n1 only: its row, already mapped to logical names
+        assert "WHEN 'settings' THEN 'settings'" in sql
+        return Result(columns=[column_definition("TABLE_CATALOG"), column_definition("TABLE_SCHEMA"),
+                               column_definition("TABLE_NAME"),
+                               column_definition("TABLE_ROWS", FT.LONGLONG, charset=63, flags=32),
+                               column_definition("CREATE_TIME", FT.DATETIME, charset=63)],
+                      rows=[text_row(["def", "shop", "settings", 2, None])])
+    if sql.startswith("SELECT * FROM `information_schema`.`TABLES` LIMIT 0"):
+        return res(["TABLE_CATALOG", "TABLE_SCHEMA", "TABLE_NAME", "TABLE_ROWS", "CREATE_TIME"], [])
     if sql.startswith("SELECT * FROM `information_schema`.`TABLES` LIMIT 0"):
         return res(["TABLE_CATALOG", "TABLE_SCHEMA", "TABLE_NAME", "TABLE_ROWS"], [])
     if sql.startswith("SELECT * FROM `information_schema`.`ENGINES` LIMIT 0"):
@@ -284,7 +302,7 @@ def test_show_table_status_sums_shards():
     assert by["orders"][3] == str(100 * (10 + 11 + 12 + 13))
     assert by["orders"][4] == str(50 * 4)
     assert by["orders"][6] == "14"  # the largest Auto_increment
-    assert by["countries"][2] == "10"  # broadcast copies are summed as well (SHOW TABLE STATUS is an estimate)
+    assert by["countries"][2] == "5"  # a broadcast table's copies hold the same rows: one copy's figures
     _, rows = answer("SHOW TABLE STATUS LIKE 'ord%'")
     assert [r[0] for r in rows] == ["orders"]
     _, rows = answer("SHOW TABLE STATUS WHERE Engine = 'InnoDB' AND Name NOT IN ('plain', 'settings')")
@@ -306,6 +324,22 @@ def test_select_not_metadata():
     assert run("SELECT database_name FROM orders")[0] is False
 
 
+def test_database_next_to_tables_is_run_with_the_logical_name(monkeypatch):
+    """Found by the corpus differential run: `SELECT DATABASE(), COUNT(*) FROM users` answered the physical
+    database of a shard (usr10_0) instead of the logical one; now the executor runs it with the name inlined."""
+    from ddm import executor
+
+    ran = []
+
+    async def run_query(client, sql, lexed=None, bound=None):
+        ran.append(sql)
+
+    monkeypatch.setattr(executor, "run_query", run_query)
+    done, _ = run("SELECT DATABASE(), COUNT(*) FROM orders WHERE note <> schema()")
+    assert done
+    assert ran == [b"SELECT 'shop' AS `DATABASE()`, COUNT(*) FROM orders WHERE note <> 'shop'"]
+
+
 def test_information_schema_is_rewritten_to_a_mapping_derived_table():
     done, client = run("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() "
                        "AND TABLE_NAME = 'orders'")
@@ -319,6 +353,20 @@ def test_information_schema_is_rewritten_to_a_mapping_derived_table():
     assert sql.endswith(") AS `TABLES` WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'orders'")
     cols, rows = parse_resultset(client.transport.data)
     assert rows == [["orders"]]
+
+
+def test_information_schema_reads_canonical_tables_on_other_nodes_and_sums_shards():
+    done, client = run("SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()")
+    assert done
+    sent = {(node, sql[:41]) for node, _, sql in client.log}
+    assert ("n1", "SELECT `TABLE_CATALOG` AS `TABLE_CATALOG`") in sent  # settings is read where it lives
+    node, db, sql = client.log[-1]
+    assert (node, db) == ("n0", "shop_0")
+    # orders: TABLE_ROWS is the total over orders_0/1 on shop_0 and shop_1 (10 + 11 + 12 + 13), kept unsigned
+    assert "CAST(CASE `TABLE_SCHEMA` WHEN 'shop_0' THEN CASE `TABLE_NAME` WHEN 'orders_0' THEN 46 " in sql
+    # settings' row from n1, as a typed literal row of the derived table
+    assert (" UNION ALL SELECT _utf8mb4 X'646566', _utf8mb4 X'73686f70', _utf8mb4 X'73657474696e6773', "
+            "CAST('2' AS UNSIGNED), CAST(NULL AS DATETIME)) AS `TABLES` WHERE TABLE_SCHEMA = 'shop'") in sql
 
 
 def test_information_schema_alias_kept_and_tables_without_names_untouched():

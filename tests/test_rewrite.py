@@ -178,3 +178,24 @@ def test_scatter_rewrite_spans(a: int, b: int, c: str, off: int, n: int) -> None
         want = (f"SELECT c, k AS ORDER_BY_DERIVED_0 FROM {table} WHERE id IN ({', '.join(map(str, mine))}) "
                 f"AND c <> {lit} ORDER BY k DESC LIMIT {off + n}")
         assert unit.sql == want.encode()
+
+
+@pytest.mark.parametrize("where,ids", [
+    ("id IN (1, 0) AND id = '1'", [1]),  # '1' = 1 in MySQL: the intersection must not be empty
+    ("id IN (1.0, '0') AND id = '1'", [1]),
+    ("id IN ('11', '01') AND id = '1'", [1]),  # '01' = '1' for an integer key
+    ("id = '11' AND id >= '5'", [11]),  # compared as numbers, not as bytes ('11' < '5')
+    ("id IN ('11', '12') AND id BETWEEN '5' AND '100'", [11, 12]),
+])
+def test_key_conditions_of_mixed_types_keep_every_possible_target(where: str, ids: list[int]) -> None:
+    """Regression (found by the corpus differential test): ANDed conditions on a shard key were intersected by
+    Python equality and ordering, so `id IN (1, 0) AND id = '1'` routed nowhere and returned no row (MySQL: id 1)."""
+    lexed = lexer.lex(f"SELECT id FROM sbtest1 WHERE {where}".encode())
+    units = planner.plan(lexed, DB).bind(lexed).units
+    got = {(u.datasource, u.sql.split(b" FROM ")[1].split()[0].decode()) for u in units}
+    assert {(f"ds{i % 4}", f"sbtest1_{i // 4 % 8}") for i in ids} <= got
+
+
+def test_contradicting_numeric_key_conditions_still_route_to_one_target() -> None:
+    lexed = lexer.lex(b"SELECT id FROM sbtest1 WHERE id = 1 AND id = 2")
+    assert len(planner.plan(lexed, DB).bind(lexed).units) == 1

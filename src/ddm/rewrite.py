@@ -421,17 +421,27 @@ def _conditions(conj: Sequence[KeyCond], b: _Bound) -> dict[str, Condition] | No
     return out
 
 
+def _key_comparable(a: Any, b: Any) -> bool:
+    """Whether Python compares two key values as MySQL does: two exact numbers (int/Decimal) or two floats. A
+    string equals a number it converts to ('1' = 1, '1.0' = 1, '11' >= '5' for an integer key), and two different
+    strings may be equal ('01' = '1' for an integer key, 'a' = 'A' under a _ci collation)."""
+    return (isinstance(a, _EXACT_KEYS) and isinstance(b, _EXACT_KEYS)) or (type(a) is float and type(b) is float)
+
+
+_EXACT_KEYS = (int, decimal.Decimal)
+
+
 def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except TypeError:
-        return False
+    """Whether two values of one key may be equal: only comparable values (see _key_comparable) are told apart; other
+    pairs count as possibly equal, so routing keeps both (more targets, never a missed row)."""
+    return not _key_comparable(a, b) or bool(a == b)
 
 
 def _in_range(v: Any, lo: Any, lo_inc: bool, hi: Any, hi_inc: bool) -> bool:
-    if lo is not None and (v < lo or (v == lo and not lo_inc)):
+    """Whether v may lie in the range (a bound not comparable with v does not exclude it, see _same)."""
+    if lo is not None and _key_comparable(v, lo) and (v < lo or (v == lo and not lo_inc)):
         return False
-    return not (hi is not None and (v > hi or (v == hi and not hi_inc)))
+    return not (hi is not None and _key_comparable(v, hi) and (v > hi or (v == hi and not hi_inc)))
 
 
 def _split_in(plan: QueryPlan, b: _Bound, targets: Sequence[tuple[str, str]]

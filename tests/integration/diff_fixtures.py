@@ -1,10 +1,19 @@
-"""Fixtures of the differential test (test_differential.py): ddm over a sharded logical database `difft` and an
-oracle, one plain MariaDB database holding the same rows.
+"""Fixtures of the differential tests (test_differential.py, test_differential_corpus.py): ddm over a sharded
+logical database and an oracle, one plain MariaDB database holding the same rows.
 
-Layout (rules in diff_rules.yaml): the `sandbox` fixture's 2 nodes; data sources ds0..ds3 = physical databases
-difft_0..difft_3 (ds0, ds2 on n0; ds1, ds3 on n1). `t` is sharded by id, `orders`/`items` (bound) by user_id, each
-`mod` over the 4 data sources + `two_level` over 2 tables per data source (8 physical tables); `dict` is broadcast,
-`solo` a single table on ds1. The oracle is database `difft_oracle` on n1, which ddm never routes to.
+A `Layout` describes one logical database: its rules file, the logical name of each table the query generator
+knows (its "roles": t, orders, items, dict, solo, solo2, all with the columns below) and where each row belongs.
+
+- DIFFT (rules in diff_rules.yaml): the `sandbox` fixture's 2 nodes; data sources ds0..ds3 = physical databases
+  difft_0..difft_3 (ds0, ds2 on n0; ds1, ds3 on n1). `t` is sharded by id, `orders`/`items` (bound) by user_id,
+  each `mod` over the 4 data sources + `two_level` over 2 tables per data source (8 physical tables); `dict` is
+  broadcast, `solo` a single table on ds1. The oracle is database `difft_oracle` on n1, which ddm never routes to.
+- USR10 (diff_rules_corpus.yaml, the shape of an outside corpus): ten data sources usr10_0..usr10_9, all on ONE
+  node (n0); `users` sharded by id, `orders` and its binding table `order_items` by user_id, `mod 10` with one
+  table per database (the physical tables keep the logical names); broadcast `dict`; single tables `solo` on ds3
+  and `solo2` on ds7.
+- SPLIT10 (diff_rules_corpus.yaml): one physical database split10_0 on n0 in which `t` is split into t_0..t_9 by
+  id mod 10.
 
 ddm runs in this process: a daemon thread with its own uvloop loop serving `ddm.server.Server` on a socket bound
 here (port 0). Rows are generated with a fixed seed and loaded through ddm (multi-row INSERTs) and, with the same
@@ -66,6 +75,58 @@ COLUMNS = {
 }
 PK = {"t": "id", "orders": "order_id", "items": "item_id", "dict": "k", "solo": "id"}
 SHARD_KEY = {"t": "id", "orders": "user_id", "items": "user_id"}
+DDL["solo2"] = DDL["solo"]
+COLUMNS["solo2"] = COLUMNS["solo"]
+PK["solo2"] = PK["solo"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One logical database of the differential tests and where its rows belong."""
+
+    name: str  # the logical database
+    oracle: str  # the oracle database on n1 (ddm never routes there)
+    rules: Path  # the rules file holding `databases: {name: ...}`
+    tables: dict[str, str]  # role (the generator's name) -> logical table name
+    sharded: dict[str, tuple[str, ...]]  # sharded role -> physical tables in each of its data sources
+    broadcast: tuple[str, ...] = ()  # roles copied to every data source
+    singles: dict[str, str] = field(default_factory=dict)  # single role -> its data source
+    nds: int = 4  # data sources
+    place: Callable[[str, int], tuple[str, str]] = lambda role, key: ("", "")  # sharded row -> (ds, table)
+    kinds: tuple[str, ...] = ()  # the generator's query sources, repeated for weight
+    dml_tables: tuple[str, ...] = ()  # roles DML is generated for, repeated for weight
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(self.tables)
+
+
+DIFFT = Layout(
+    name=LOGICAL_DB, oracle=ORACLE_DB, rules=RULES,
+    tables={r: r for r in ("t", "orders", "items", "dict", "solo")},
+    sharded={r: (f"{r}_0", f"{r}_1") for r in ("t", "orders", "items")},
+    broadcast=("dict",), singles={"solo": "ds1"}, nds=NDS,
+    place=lambda role, key: (f"ds{key % NDS}", f"{role}_{key // NDS % NTABLES}"),
+    kinds=("t", "t", "t", "orders", "items", "oi", "oi", "td", "td", "dict", "solo"),
+    dml_tables=("t", "t", "t", "orders", "items", "items", "dict", "solo"),
+)
+CORPUS_RULES = HERE / "diff_rules_corpus.yaml"
+USR10 = Layout(
+    name="usr10", oracle="usr10_oracle", rules=CORPUS_RULES,
+    tables={"t": "users", "orders": "orders", "items": "order_items", "dict": "dict", "solo": "solo",
+            "solo2": "solo2"},
+    sharded={"t": ("users",), "orders": ("orders",), "items": ("order_items",)},
+    broadcast=("dict",), singles={"solo": "ds3", "solo2": "ds7"}, nds=10,
+    place=lambda role, key: (f"ds{key % 10}", {"t": "users", "orders": "orders", "items": "order_items"}[role]),
+    kinds=("t", "t", "orders", "items", "oi", "oi", "oi", "td", "td", "dict", "solo", "solo2"),
+    dml_tables=("t", "t", "orders", "orders", "items", "items", "dict", "solo", "solo2"),
+)
+SPLIT10 = Layout(
+    name="split10", oracle="split10_oracle", rules=CORPUS_RULES,
+    tables={"t": "t"}, sharded={"t": tuple(f"t_{k}" for k in range(10))}, nds=1,
+    place=lambda role, key: ("ds0", f"t_{key % 10}"),
+    kinds=("t",), dml_tables=("t",),
+)
 
 WORDS = ["alpha", "Alpha", "ALPHA", "beta", "Beta ", "gamma", "GAMMA", "delta", "delta  ", "Epsilon", "zeta", "Zeta",
          "eta", "", " theta", "iota", "kappa", "Kappa", "lambda", "mu"]
@@ -150,18 +211,22 @@ def gen_dataset(seed: int = SEED) -> dict[str, list[tuple]]:
                   _maybe(rng, 0.1, lambda: decimal.Decimal(rng.randint(0, 999)).scaleb(-1))) for k in range(-5, 16)]
     solo_rows = [(i, _maybe(rng, 0.2, lambda: rng.randint(-3, 30)), _maybe(rng, 0.2, lambda: rng.choice(WORDS)))
                  for i in range(1, 60)]
-    return {"t": t_rows, "orders": orders, "items": items, "dict": dict_rows, "solo": solo_rows}
+    rng2 = random.Random(seed + 2)
+    solo2_rows = [(i, _maybe(rng2, 0.2, lambda: rng2.randint(-3, 30)), _maybe(rng2, 0.2, lambda: rng2.choice(WORDS)))
+                  for i in range(1, 60)]
+    return {"t": t_rows, "orders": orders, "items": items, "dict": dict_rows, "solo": solo_rows, "solo2": solo2_rows}
 
 
-def insert_sql(table: str, rows: list[tuple], cols: tuple[str, ...] | None = None) -> str:
+def layout_dataset(layout: Layout, seed: int = SEED) -> dict[str, list[tuple]]:
+    """The generated rows of the roles the layout has."""
+    return {role: rows for role, rows in gen_dataset(seed).items() if role in layout.tables}
+
+
+def insert_sql(table: str, rows: list[tuple], cols: tuple[str, ...] | None = None, name: str | None = None) -> str:
+    """INSERT of rows of role `table` into the logical table `name` (default: the role's name)."""
     cols = cols or COLUMNS[table]
-    return (f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
+    return (f"INSERT INTO {name or table} ({', '.join(cols)}) VALUES "
             + ", ".join("(" + ", ".join(lit(v) for v in r) + ")" for r in rows))
-
-
-def placement(table: str, key: int) -> tuple[int, str]:
-    """(data source index, physical table) of a sharded table's row, computed independently of ddm."""
-    return key % NDS, f"{table}_{key // NDS % NTABLES}"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,6 +298,7 @@ class DiffEnv:
     datasources: dict[str, tuple[str, str]]  # ds name -> (node, physical db)
     rows: dict[str, list[tuple]]
     conns: list[pymysql.connections.Connection] = field(default_factory=list)
+    layout: Layout = DIFFT
 
     def _node_conn(self, node: str, db: str | None) -> pymysql.connections.Connection:
         p = self.box.primary(node)
@@ -242,13 +308,13 @@ class DiffEnv:
         return c
 
     def connect_ddm(self) -> pymysql.connections.Connection:
-        c = pymysql.connect(host="127.0.0.1", port=self.ddm.port, user=USER, password=PASSWORD, database=LOGICAL_DB,
-                            autocommit=True, charset="utf8mb4", read_timeout=60)
+        c = pymysql.connect(host="127.0.0.1", port=self.ddm.port, user=USER, password=PASSWORD,
+                            database=self.layout.name, autocommit=True, charset="utf8mb4", read_timeout=60)
         self.conns.append(c)
         return c
 
     def connect_oracle(self) -> pymysql.connections.Connection:
-        return self._node_conn("n1", ORACLE_DB)
+        return self._node_conn("n1", self.layout.oracle)
 
     def connect_ds(self, ds: str) -> pymysql.connections.Connection:
         node, db = self.datasources[ds]
@@ -263,8 +329,8 @@ class DiffEnv:
         self.conns.clear()
 
 
-def _write_config(box: sb.Sandbox, path: Path) -> None:
-    rules = yaml.safe_load(RULES.read_text())
+def _write_config(box: sb.Sandbox, path: Path, layout: Layout = DIFFT) -> None:
+    rules = yaml.safe_load(layout.rules.read_text())
     nodes = {}
     for node in box.nodes:
         p = box.primary(node)
@@ -276,12 +342,13 @@ def _write_config(box: sb.Sandbox, path: Path) -> None:
                    "plan_cache_size": 4096},
         "users": [{"name": USER, "password": PASSWORD, "auth_plugin": "mysql_native_password"}],
         "nodes": nodes,
-        "databases": rules["databases"],
+        "databases": {layout.name: rules["databases"][layout.name]},
     }
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def _create_schema(env: DiffEnv) -> None:
+    lay = env.layout
     for node in env.box.nodes:
         c = env._node_conn(node, None)
         with c.cursor() as cur:
@@ -290,21 +357,23 @@ def _create_schema(env: DiffEnv) -> None:
                     cur.execute(f"DROP DATABASE IF EXISTS `{db}`")
                     cur.execute(f"CREATE DATABASE `{db}` {COLLATE}")
             if node == "n1":
-                cur.execute(f"DROP DATABASE IF EXISTS `{ORACLE_DB}`")
-                cur.execute(f"CREATE DATABASE `{ORACLE_DB}` {COLLATE}")
+                cur.execute(f"DROP DATABASE IF EXISTS `{lay.oracle}`")
+                cur.execute(f"CREATE DATABASE `{lay.oracle}` {COLLATE}")
     for ds in env.datasources:
         c = env.connect_ds(ds)
         with c.cursor() as cur:
-            for table in ("t", "orders", "items"):
-                for k in range(NTABLES):
-                    cur.execute(DDL[table].format(name=f"{table}_{k}"))
-            cur.execute(DDL["dict"].format(name="dict"))
-            if ds == "ds1":
-                cur.execute(DDL["solo"].format(name="solo"))
+            for role, tables in lay.sharded.items():
+                for phys in tables:
+                    cur.execute(DDL[role].format(name=phys))
+            for role in lay.broadcast:
+                cur.execute(DDL[role].format(name=lay.tables[role]))
+            for role, where in lay.singles.items():
+                if ds == where:
+                    cur.execute(DDL[role].format(name=lay.tables[role]))
     oc = env.connect_oracle()
     with oc.cursor() as cur:
-        for table, ddl in DDL.items():
-            cur.execute(ddl.format(name=table))
+        for role, name in lay.tables.items():
+            cur.execute(DDL[role].format(name=name))
 
 
 def _load(env: DiffEnv) -> None:
@@ -312,14 +381,14 @@ def _load(env: DiffEnv) -> None:
     o = env.connect_oracle()
     for table, rows in env.rows.items():
         for i in range(0, len(rows), 40):
-            sql = insert_sql(table, rows[i:i + 40])
+            sql = insert_sql(table, rows[i:i + 40], name=env.layout.tables[table])
             with d.cursor() as cur:
                 cur.execute(sql)
                 got = cur.rowcount
             with o.cursor() as cur:
                 cur.execute(sql)
                 want = cur.rowcount
-            assert affected_ok(sql, got, want), f"affected rows through ddm {got} != {want} for {sql[:200]}"
+            assert affected_ok(sql, got, want, env.layout), f"affected rows through ddm {got} != {want} for {sql[:200]}"
 
 
 # Known, reported executor bug (executor._reply adds up the affected rows of every copy of a broadcast table):
@@ -330,26 +399,26 @@ KNOWN_SEEN: dict[str, list[str]] = {}
 BROADCAST_SUM = "affected rows of a broadcast write added up over its copies"
 
 
-def affected_ok(sql: str, got: int, want: int) -> bool:
+def affected_ok(sql: str, got: int, want: int, layout: Layout = DIFFT) -> bool:
     if got == want:
         return True
-    if "dict" in sql.split("WHERE")[0] and got == want * NDS:
+    head = sql.split("WHERE")[0].split()
+    if any(layout.tables[r] in head for r in layout.broadcast) and got == want * layout.nds:
         KNOWN_SEEN.setdefault(BROADCAST_SUM, []).append(sql[:120])
         return True
     return False
 
 
-@pytest.fixture(scope="session")
-def difft(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiffEnv]:
-    """The differential environment: schema created, ddm running, rows loaded on both sides."""
-    work = tmp_path_factory.mktemp("difft")
+def make_env(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, layout: Layout) -> Iterator[DiffEnv]:
+    """The differential environment of one layout: schema created, ddm running, rows loaded on both sides."""
+    work = tmp_path_factory.mktemp(layout.name)
     cfg_path = work / "ddm.yaml"
-    _write_config(sandbox, cfg_path)
+    _write_config(sandbox, cfg_path, layout)
     from ddm import config as config_mod
 
-    dbconf = config_mod.load(str(cfg_path)).databases[LOGICAL_DB]
+    dbconf = config_mod.load(str(cfg_path)).databases[layout.name]
     datasources = {name: (ds.node, ds.database) for name, ds in dbconf.datasources.items()}
-    env = DiffEnv(box=sandbox, ddm=DdmThread(), datasources=datasources, rows=gen_dataset())
+    env = DiffEnv(box=sandbox, ddm=DdmThread(), datasources=datasources, rows=layout_dataset(layout), layout=layout)
     try:
         _create_schema(env)
         env.ddm.start(str(cfg_path))
@@ -358,3 +427,21 @@ def difft(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         env.close()
         env.ddm.stop()
+
+
+@pytest.fixture(scope="session")
+def difft(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiffEnv]:
+    """The differential environment of DIFFT."""
+    yield from make_env(sandbox, tmp_path_factory, DIFFT)
+
+
+@pytest.fixture(scope="session")
+def usr10(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiffEnv]:
+    """The differential environment of USR10 (ten databases on one node)."""
+    yield from make_env(sandbox, tmp_path_factory, USR10)
+
+
+@pytest.fixture(scope="session")
+def split10(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DiffEnv]:
+    """The differential environment of SPLIT10 (one table split into ten in one database)."""
+    yield from make_env(sandbox, tmp_path_factory, SPLIT10)
