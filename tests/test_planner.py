@@ -15,8 +15,9 @@ import sqlglot
 from ddm import planner
 from ddm.config import DatabaseConfig, load_text
 from ddm.constants import er
-from ddm.plan import InsertPlan, MergeDesc, Plan, PlanError, QueryPlan, UnsupportedPlan
+from ddm.plan import InsertPlan, MergeDesc, Plan, PlanError, Position, QueryPlan, UnsupportedPlan
 from ddm.rewrite import keys_needed, make_predicate
+from ddm.scatter import plan_sources
 
 CASES_PATH = Path(__file__).parent / "testdata" / "plan_cases.json"
 GOLDEN = json.loads(CASES_PATH.read_text())
@@ -223,3 +224,184 @@ def test_column_named_like_a_table_is_refused_when_ambiguous() -> None:
     p2, lexed2 = _plan("shop", b"SELECT x FROM orders o, countries WHERE o.order_id = 1")
     assert isinstance(p2, QueryPlan)
     assert p2.bind(lexed2).units[0].sql == b"SELECT x FROM orders_0 o, countries WHERE o.order_id = 1"
+
+
+# --- ORDER BY / GROUP BY column positions on several shards ---------------------------------------------------
+# `ORDER BY 1` and `ORDER BY 2` have one digest (and one plan): the plan records "the position in slot k"
+# (ddm.plan.Position) and the bind turns this query's number into the column index, or MySQL's error.
+
+def _bind(sql: bytes, plan_sql: bytes | None = None, params: list[Any] | None = None) -> Any:
+    """Bind `sql` with the plan of `plan_sql` (same digest; default: its own)."""
+    lexed = lexer.lex(sql)
+    p, plan_lexed = _plan("sbtest", plan_sql or sql)
+    assert plan_lexed.digest == lexed.digest
+    return p.bind(lexed, params)
+
+
+def _bind_error(sql: bytes, params: list[Any] | None = None) -> tuple[int, str]:
+    with pytest.raises(PlanError) as e:
+        _bind(sql, params=params)
+    return e.value.code, e.value.message
+
+
+def test_positions_are_resolved_at_bind_time() -> None:
+    first = b"SELECT c, k, pad FROM sbtest1 WHERE id IN (1, 2) ORDER BY 2 DESC, 1"
+    u = _bind(first)
+    assert u.merge is not None and u.merge.order_by == ((1, True), (0, False))
+    assert [x.sql for x in u.units] == [b"SELECT c, k, pad FROM sbtest1_0 WHERE id IN (1) ORDER BY 2 DESC, 1",
+                                        b"SELECT c, k, pad FROM sbtest1_0 WHERE id IN (2) ORDER BY 2 DESC, 1"]
+    # another statement of the digest, bound with the cached plan: its own numbers
+    u = _bind(b"SELECT c, k, pad FROM sbtest1 WHERE id IN (1, 2) ORDER BY 3 DESC, 1", first)
+    assert u.merge is not None and u.merge.order_by == ((2, True), (0, False))
+    assert u.units[0].sql.endswith(b"ORDER BY 3 DESC, 1")
+
+
+def test_position_mixed_with_names_and_parentheses() -> None:
+    u = _bind(b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) ORDER BY 2, c DESC, (1)")
+    assert u.merge is not None and u.merge.order_by == ((1, False), (0, True), (0, False))
+    assert u.merge.nderived == 0
+    u = _bind(b"SELECT c FROM sbtest1 WHERE id IN (1, 2) ORDER BY k, 1")  # k is derived, 1 is not
+    assert u.merge is not None and u.merge.order_by == ((1, False), (0, False)) and u.merge.nderived == 1
+
+
+def test_group_by_position_with_aggregates_having_and_limit() -> None:
+    sql = b"SELECT k, AVG(id), COUNT(*) FROM sbtest1 WHERE id IN (1, 2) GROUP BY 1 HAVING COUNT(*) > 1 ORDER BY 2 DESC"
+    u = _bind(sql)
+    m = u.merge
+    assert m is not None
+    assert m.group_by == (0,) and m.order_by == ((1, True),)
+    assert m.aggregates == ((1, "AVG", (3, 4)), (2, "COUNT", ()))
+    assert m.having is not None and m.visible_columns == 3 and m.nderived == 2
+    # shards group and sort by the position as written; the user's ORDER BY is the merger's
+    assert u.units[0].sql == (b"SELECT k, AVG(id), COUNT(*), SUM(id) AS AVG_DERIVED_SUM_0, COUNT(id) AS "
+                              b"AVG_DERIVED_COUNT_0 FROM sbtest1_0 WHERE id IN (1) GROUP BY 1 ORDER BY 1")
+
+
+def test_limit_with_positions_in_a_grouped_query() -> None:
+    # groups in shard order (no ORDER BY): each shard's first groups are enough
+    u = _bind(b"SELECT k, COUNT(*) FROM sbtest1 WHERE id IN (1, 2) GROUP BY 1 LIMIT 2, 3")
+    assert u.units[0].sql.endswith(b"GROUP BY 1 ORDER BY 1 LIMIT 5")
+    assert u.merge is not None and (u.merge.limit, u.merge.offset) == (3, 2)
+    # whether ORDER BY 1 follows GROUP BY k is only known at bind time: every group is fetched
+    for sql in (b"SELECT k, COUNT(*) FROM sbtest1 WHERE id IN (1, 2) GROUP BY k ORDER BY 1 LIMIT 3",
+                b"SELECT k, COUNT(*) FROM sbtest1 WHERE id IN (1, 2) GROUP BY 1 ORDER BY k LIMIT 3"):
+        u = _bind(sql)
+        assert b"LIMIT" not in u.units[0].sql
+        assert u.merge is not None and u.merge.limit == 3 and u.merge.group_by == (0,)
+    u = _bind(b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) ORDER BY 2 DESC LIMIT 1, 4")
+    assert u.units[0].sql.endswith(b"ORDER BY 2 DESC LIMIT 5")
+
+
+def test_position_out_of_range_is_mysqls_unknown_column() -> None:
+    base = b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) "
+    bad = er.BAD_FIELD_ERROR
+    assert _bind_error(base + b"ORDER BY 3") == (bad, "Unknown column '3' in 'ORDER BY'")
+    assert _bind_error(base + b"ORDER BY 0") == (bad, "Unknown column '0' in 'ORDER BY'")
+    assert _bind_error(base + b"ORDER BY -1") == (bad, "Unknown column '-1' in 'ORDER BY'")
+    assert _bind_error(base + b"ORDER BY -(2)") == (bad, "Unknown column '-2' in 'ORDER BY'")
+    assert _bind_error(base + b"ORDER BY 05") == (bad, "Unknown column '5' in 'ORDER BY'")
+    assert _bind_error(base + b"GROUP BY 3") == (bad, "Unknown column '3' in 'GROUP BY'")
+    # ORDER BY is checked first, as MySQL does
+    assert _bind_error(base + b"GROUP BY 3 ORDER BY 4") == (bad, "Unknown column '4' in 'ORDER BY'")
+    # the number is read as 32 bits, as MySQL does: 2**64 - 1 is -1, 2**32 + 2 is column 2
+    assert _bind_error(base + b"ORDER BY 18446744073709551615") == (bad, "Unknown column '-1' in 'ORDER BY'")
+    assert _bind_error(base + b"ORDER BY 9223372036854775808") == (bad, "Unknown column '0' in 'ORDER BY'")
+    u = _bind(base + b"ORDER BY 4294967298")
+    assert u.merge is not None and u.merge.order_by == ((1, False),)
+    # derived columns are the shards' business: a position beyond the client's select list is an error
+    assert _bind_error(b"SELECT c, AVG(k) FROM sbtest1 WHERE id IN (1, 2) GROUP BY 1 ORDER BY 3")[0] == bad
+
+
+def test_a_position_of_one_target_is_the_data_nodes_business() -> None:
+    u = _bind(b"SELECT c, k FROM sbtest1 WHERE id = 1 ORDER BY 7")
+    assert u.merge is None and u.units[0].sql == b"SELECT c, k FROM sbtest1_0 WHERE id = 1 ORDER BY 7"
+
+
+def test_constants_sharing_the_digest_of_a_position() -> None:
+    first = b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) ORDER BY 2, c"
+    # a string, decimal, float, hex or out-of-BIGINT number orders by a constant: every row ties
+    for const in (b"'2'", b"1.0", b"2e0", b"0x02", b"X'02'", b"18446744073709551616"):
+        u = _bind(b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) ORDER BY " + const + b", c", first)
+        assert u.merge is not None and u.merge.order_by == ((0, False),), const
+        assert u.units[0].sql.endswith(b"ORDER BY " + const + b", c")
+    # a constant GROUP BY is one group over every row: not something the merger does
+    code, msg = _bind_error(b"SELECT c, COUNT(*) FROM sbtest1 WHERE id IN (1, 2) GROUP BY 'x'")
+    assert code == er.NOT_SUPPORTED_YET and "GROUP BY a constant" in msg
+    # `- -1` is an expression (a constant), not position -1
+    u = _bind(b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) ORDER BY - -1")
+    assert u.merge is not None and u.merge.nderived == 1
+
+
+def test_parameter_marker_is_not_taken_for_a_position() -> None:
+    # MySQL orders by the constant value of `?` (MariaDB takes an integer value as a position); the shards run the
+    # statement as text with the value inlined, where it would be a position: refused on several shards
+    sql = b"SELECT c, k FROM sbtest1 WHERE id IN (?, ?) ORDER BY ?"
+    code, msg = _bind_error(sql, [1, 2, 2])
+    assert code == er.NOT_SUPPORTED_YET and "parameter marker" in msg
+    # the text statement of the same digest, bound with the prepared statement's plan (and the reverse)
+    text = b"SELECT c, k FROM sbtest1 WHERE id IN (1, 2) ORDER BY 2"
+    u = _bind(text, sql)
+    assert u.merge is not None and u.merge.order_by == ((1, False),)
+    with pytest.raises(PlanError, match="parameter marker"):
+        _bind(sql, text, [1, 2, 2])
+    # on one target the data node decides (prepared there, or its text with the value inlined)
+    lexed = lexer.lex(sql)
+    p, _ = _plan("sbtest", sql)
+    (unit,) = p.bind(lexed, [1, 1, 2], inline=False).units
+    assert unit.sql == b"SELECT c, k FROM sbtest1_0 WHERE id IN (?, ?) ORDER BY ?"
+
+
+def test_positions_with_star() -> None:
+    # `*` stands for at least one column: a position up to the number of items is an absolute column index
+    u = _bind(b"SELECT * FROM sbtest1 WHERE id IN (1, 2) ORDER BY 1 DESC")
+    assert u.merge is not None and u.merge.order_by == ((0, True),) and u.merge.visible_columns == -1
+    assert u.merge.resolve(4).order_by == ((0, True),)
+    u = _bind(b"SELECT k, sbtest1.*, c FROM sbtest1 WHERE id IN (1, 2) ORDER BY 3, c")
+    assert u.merge is not None
+    r = u.merge.resolve(6)  # k, 4 table columns, c
+    assert r.order_by == ((2, False), (5, False)) and r.visible_columns == 6
+    # beyond: which column depends on the table's width
+    code, msg = _bind_error(b"SELECT * FROM sbtest1 WHERE id IN (1, 2) ORDER BY 2")
+    assert code == er.NOT_SUPPORTED_YET and "`*`" in msg
+    assert _bind_error(b"SELECT * FROM sbtest1 WHERE id IN (1, 2) ORDER BY 0") == (
+        er.BAD_FIELD_ERROR, "Unknown column '0' in 'ORDER BY'")
+
+
+def test_positions_reach_the_streaming_union() -> None:
+    # ids 0 and 4 live in two tables of ds0: the node merges them with `ORDER BY <positions>` of the columns
+    u = _bind(b"SELECT c, k FROM sbtest1 WHERE id IN (0, 4, 1) ORDER BY 2 DESC, 1 LIMIT 3")
+    planned = plan_sources(u, lambda ds: ("n0", ds.encode()), False)
+    assert planned is not None
+    sources, _ = planned
+    assert sources[0].sql == (b"(SELECT c, k FROM sbtest1_0 WHERE id IN (0) ORDER BY 2 DESC, 1 LIMIT 3\n) UNION ALL "
+                              b"(SELECT c, k FROM sbtest1_1 WHERE id IN (4) ORDER BY 2 DESC, 1 LIMIT 3\n) "
+                              b"ORDER BY 2 DESC, 1 LIMIT 3")
+
+
+def test_plans_with_positions_are_immutable_and_cacheable() -> None:
+    p, _ = _plan("sbtest", b"SELECT k, COUNT(*) FROM sbtest1 WHERE id IN (1, 2) GROUP BY 1 ORDER BY -2, 1")
+    assert isinstance(p, QueryPlan) and p.scatter is not None
+    assert p.scatter.positions and p.scatter.items == 2
+    assert p.scatter.group_by == (Position(2),)
+    assert p.scatter.order_by == ((Position(3, True), False), (Position(4), False))
+    hash(p.scatter.order_by)
+
+
+def test_item_between_two_stars_is_refused_on_several_shards() -> None:
+    """Found while adding positions: `o.*, i.sku, i.*` placed i.sku at -2 from the end of the row, which is a column
+    of i.* (the widths of both `*` are only known from the result set). A position stays absolute."""
+    head = b"SELECT o.*, i.sku, i.* FROM orders o JOIN order_items i ON o.order_id = i.order_id WHERE o.order_id "
+    for sql in (head + b"IN (1, 2) ORDER BY i.sku", head + b"IN (1, 2) ORDER BY sku"):
+        p, lexed = _plan("shop", sql)
+        with pytest.raises(PlanError, match="between two `\\*` items") as e:
+            p.bind(lexed)
+        assert e.value.code == er.NOT_SUPPORTED_YET
+    p, lexed = _plan("shop", head + b"= 1 ORDER BY i.sku")  # one target: the data node sorts
+    assert len(p.bind(lexed).units) == 1
+    p, lexed = _plan("shop", head + b"IN (1, 2) ORDER BY 2 DESC")
+    m = p.bind(lexed).merge
+    assert m is not None and m.order_by == ((1, True),)
+    p, lexed = _plan("shop", b"SELECT o.*, i.* , i.sku FROM orders o JOIN order_items i ON o.order_id = i.order_id "
+                             b"WHERE o.order_id IN (1, 2) ORDER BY i.sku")  # after the last `*`: from the end
+    m = p.bind(lexed).merge
+    assert m is not None and m.order_by == ((-1, False),)

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from ddm import planner
 from ddm.config import load_text
+from ddm.constants import er
+from ddm.plan import PlanError
 from ddm.rewrite import apply_edits, format_blob, format_literal, format_param, quote_bytes
 
 CONFIG = load_text("""
@@ -199,3 +201,39 @@ def test_key_conditions_of_mixed_types_keep_every_possible_target(where: str, id
 def test_contradicting_numeric_key_conditions_still_route_to_one_target() -> None:
     lexed = lexer.lex(b"SELECT id FROM sbtest1 WHERE id = 1 AND id = 2")
     assert len(planner.plan(lexed, DB).bind(lexed).units) == 1
+
+
+# --- property: ORDER BY / GROUP BY positions bound from a cached plan -----------------------------------------
+
+POSITIONAL = "SELECT c, k, pad FROM sbtest1 WHERE id IN ({a}, {b}) GROUP BY {g} ORDER BY {p} DESC, {q} LIMIT {n}"
+position = st.one_of(st.integers(0, 5), st.integers(0, 2**64 - 1), st.integers(2**32 - 2, 2**32 + 5))
+
+
+def _column(v: int) -> int | None:
+    """MySQL's reading of an integer literal as a position of a 3-item select list: column index, None = error."""
+    n = v & 0xFFFFFFFF
+    return n - 1 if 1 <= n <= 3 else None
+
+
+@settings(max_examples=100, deadline=None)
+@given(position, position, position, st.integers(0, 1000))
+def test_positions_bind_like_mysql_reads_them(g: int, p: int, q: int, n: int) -> None:
+    plan = planner.plan(lexer.lex(POSITIONAL.format(a=1, b=2, g=1, p=2, q=3, n=1).encode()), DB)
+    sql = POSITIONAL.format(a=1, b=2, g=g, p=p, q=q, n=n).encode()
+    bad = [(v, clause) for v, clause in ((p, "ORDER BY"), (q, "ORDER BY"), (g, "GROUP BY")) if _column(v) is None]
+    if bad:
+        v, clause = bad[0]
+        shown = v & 0xFFFFFFFF
+        shown = shown - 2**32 if shown >= 2**31 else shown
+        with pytest.raises(PlanError) as e:
+            plan.bind(lexer.lex(sql))
+        assert (e.value.code, e.value.message) == (er.BAD_FIELD_ERROR, f"Unknown column '{shown}' in '{clause}'")
+        return
+    u = plan.bind(lexer.lex(sql))
+    assert u.merge is not None
+    assert u.merge.group_by == (_column(g),)
+    assert u.merge.order_by == ((_column(p), True), (_column(q), False))
+    assert u.merge.limit == n
+    # the shards group and sort by the position as written, and need every group (LIMIT removed)
+    assert [x.sql for x in u.units] == [
+        f"SELECT c, k, pad FROM sbtest1_0 WHERE id IN ({i}) GROUP BY {g} ORDER BY {g}".encode() for i in (1, 2)]

@@ -112,15 +112,31 @@ ROUTE_ONE = 3  # one copy of a broadcast table (reads)
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """An ORDER BY / GROUP BY item written as a column position (`ORDER BY 2`, `-1`, `(2)`).
+
+    The number is literal slot `slot` (negated when written `-?`): statements that differ only in the number share
+    one digest and one plan, so the column it names is only known at bind time (`ddm.rewrite._merge_desc` turns it
+    into the column index `position - 1`, or refuses it the way MySQL does). The same slot may hold a string or a
+    decimal in another statement of the digest (`ORDER BY 'x'`): that is a constant, not a position. The data
+    nodes always get the item as written."""
+
+    slot: int
+    neg: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Scatter:
     """What a SELECT needs when it runs on more than one shard: shard-SQL edits and the merge description.
 
     Column indexes are select-list positions; negative values count from the end of the row (needed after `*`,
-    whose width is only known from the result set) and are fixed by `MergeDesc.resolve(ncolumns)`."""
+    whose width is only known from the result set) and are fixed by `MergeDesc.resolve(ncolumns)`. order_by and
+    group_by items may be `Position`s (then `positions` is true), resolved at bind time against `items`, the number
+    of select-list items as written (a `*` counts as one)."""
 
     edits: tuple[Tpl, ...]
-    order_by: tuple[tuple[int, bool], ...]
-    group_by: tuple[int, ...]
+    order_by: tuple[tuple[int | Position, bool], ...]
+    group_by: tuple[int | Position, ...]
     aggregates: tuple[tuple[int, str, tuple[int, ...]], ...]
     distinct: bool
     having: tuple | None  # expression tree, see ddm.rewrite.make_predicate
@@ -128,6 +144,8 @@ class Scatter:
     limit_offset: int  # slot of the offset, -1 = none
     visible_columns: int  # -1 = unknown (select list has `*`)
     nderived: int
+    positions: bool = False  # order_by / group_by hold a Position
+    items: int = 0  # select-list items as written
 
 
 @dataclass(frozen=True, slots=True)

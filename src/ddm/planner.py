@@ -43,6 +43,7 @@ from ddm.plan import (
     KeyCond,
     Plan,
     PlanError,
+    Position,
     QueryPlan,
     Scatter,
     TableRef,
@@ -854,7 +855,7 @@ class _ScatterBuilder:
         self.derived: list[tuple[Piece_, ...]] = []  # pieces of each derived column
         self.counters: dict[str, int] = {}
 
-    # refs to columns: ("item", i) or ("derived", j); made absolute in build()
+    # refs to columns: ("item", i), ("derived", j) or ("pos", slot, negated); made absolute in build()
     def build(self) -> Scatter:
         t, ast = self.t, self.ast
         if any(t.is_word(i, b"SQL_CALC_FOUND_ROWS") for i in range(self.first, self.clauses.get(b"FROM", t.end))):
@@ -868,6 +869,7 @@ class _ScatterBuilder:
         self.items = items
         nitems = len(items)
         self.star = next((i for i, (_, e) in enumerate(items) if _is_star(e)), -1)
+        self.last_star = max((i for i, (_, e) in enumerate(items) if _is_star(e)), default=-1)
         self.aliases = {}
         for i, (_, e) in enumerate(items):
             if isinstance(e, exp.Alias):
@@ -983,7 +985,9 @@ class _ScatterBuilder:
                 raise _unsupported("LIMIT that ddm could not analyse")
             if limit_count == -2 or limit_offset == -2:
                 raise _unsupported("LIMIT with a non-literal value on several shards")
-            ordered_groups = not order_refs or (
+            # column positions name their columns only at bind time: groups then count as not ordered (no LIMIT)
+            positional = any(r[0] == "pos" for r in group_refs) or any(r[0] == "pos" for r, _ in order_refs)
+            ordered_groups = not order_refs or not positional and (
                 [r for r, _ in order_refs[: len(group_refs)]] == group_refs and not any(d for _, d in order_refs))
             if having is not None or distinct_arg is not None or (group_refs and not ordered_groups):
                 self.edits.append(Tpl(pos(li - 1, True), pos(lend, True), (b"",)))  # every group is needed
@@ -1001,7 +1005,9 @@ class _ScatterBuilder:
 
         nd = len(self.derived)
 
-        def col(ref: tuple) -> int:
+        def col(ref: tuple) -> Any:
+            if ref[0] == "pos":
+                return Position(ref[1], ref[2])
             kind, idx = ref
             if kind == "derived":
                 return nitems + idx if self.star < 0 else idx - nd
@@ -1009,12 +1015,17 @@ class _ScatterBuilder:
                 return idx
             if idx == self.star:
                 raise _unsupported("ORDER BY/GROUP BY on `*`")
+            if idx < self.last_star:  # `a.*, x, b.*`: x is neither at a known index nor at a known one from the end
+                raise _unsupported("a select item between two `*` items used by ORDER BY, GROUP BY or an aggregate, "
+                                   "on several shards")
             return -(nitems - idx) - nd
 
+        order_by = tuple((col(r), d) for r, d in order_refs)
+        group_by = tuple(col(r) for r in group_refs)
         return Scatter(
             edits=tuple(self.edits),
-            order_by=tuple((col(r), d) for r, d in order_refs),
-            group_by=tuple(col(r) for r in group_refs),
+            order_by=order_by,
+            group_by=group_by,
             aggregates=tuple((col(c), f, tuple(col(a) for a in args)) for c, f, args in self.aggregates),
             distinct=distinct,
             having=_map_having(having_tree, col) if having_tree is not None else None,
@@ -1022,6 +1033,8 @@ class _ScatterBuilder:
             limit_offset=limit_offset,
             visible_columns=nitems if self.star < 0 else -1,
             nderived=nd,
+            positions=any(type(c) is Position for c, _ in order_by) or any(type(c) is Position for c in group_by),
+            items=nitems,
         )
 
     def _select_items(self) -> list[tuple[tuple[int, int], exp.Expression]]:
@@ -1070,9 +1083,14 @@ class _ScatterBuilder:
         return ("derived", len(self.derived) - 1)
 
     def _resolve(self, e: exp.Expression, rng: tuple[int, int], prefix: str, allow_agg: bool) -> tuple:
-        """Select-list column for an ORDER BY / GROUP BY expression, deriving one when it is not there."""
-        if isinstance(e, exp.Placeholder) or isinstance(e, exp.Literal):
-            raise _unsupported("ORDER BY/GROUP BY column position on several shards")
+        """Select-list column for an ORDER BY / GROUP BY expression, deriving one when it is not there.
+
+        A column position (`ORDER BY 2`) is ("pos", slot, negated): its number is a literal slot, known at bind."""
+        position = _position(e)
+        if position is not None:
+            return ("pos",) + position
+        if isinstance(e, exp.Literal):  # literals are slots (`:sK`) in the text sqlglot parses
+            raise _unsupported("ORDER BY/GROUP BY on a literal ddm could not analyse, on several shards")
         if isinstance(e, exp.Column) and not e.text("table") and e.name.lower() in self.aliases:
             return ("item", self.aliases[e.name.lower()])
         key = _norm(e)
@@ -1190,6 +1208,24 @@ def _slot(node: exp.Expression | None) -> tuple[int, bool] | None:
     if isinstance(node, exp.Placeholder) and isinstance(node.this, str) and node.this.startswith("s"):
         return int(node.this[1:]), neg
     return None
+
+
+def _position(e: exp.Expression) -> tuple[int, bool] | None:
+    """(slot, negated) when an ORDER BY / GROUP BY item is a column position for MySQL: a literal in parentheses
+    or not, with at most one minus sign (`-(1)` is position -1, an error; `- -1` is an expression: a constant).
+    Whether the literal is an integer (a position) or not (a constant) is this query's business: see
+    `ddm.rewrite._position`."""
+    while isinstance(e, exp.Paren):
+        e = e.this
+    neg = isinstance(e, exp.Neg)
+    if neg:
+        e = e.this
+        while isinstance(e, exp.Paren):
+            e = e.this
+    if not isinstance(e, exp.Placeholder):
+        return None
+    s = _slot(e)
+    return (s[0], neg) if s is not None else None
 
 
 def _conjuncts(node: exp.Expression) -> list[exp.Expression]:

@@ -32,6 +32,7 @@ from ddm.plan import (
     MergeDesc,
     Plan,
     PlanError,
+    Position,
     QueryPlan,
     Scatter,
     TokRange,
@@ -175,15 +176,15 @@ def check_edits(edits: Sequence[Edit]) -> None:
 # binding a plan to one query (the plan-cache hit path)
 
 
-def _param_kind() -> int:
+def _token_kinds() -> tuple[int, int]:
     try:
-        from ddm_core.lexer import T_PARAM
+        from ddm_core.lexer import T_NUMBER, T_PARAM
     except ImportError:  # pure-Python installs
-        from ddm._py.lexer import T_PARAM
-    return int(T_PARAM)
+        from ddm._py.lexer import T_NUMBER, T_PARAM
+    return int(T_PARAM), int(T_NUMBER)
 
 
-T_PARAM = _param_kind()
+T_PARAM, T_NUMBER = _token_kinds()
 
 
 class _Bound:
@@ -502,8 +503,70 @@ def _scatter_edits(sc: Scatter, b: _Bound, names: list[Edit] | None = None) -> l
 def _merge_desc(sc: Scatter, b: _Bound) -> MergeDesc:
     count, offset = _limit(sc, b)
     having = make_predicate(sc.having, b) if sc.having is not None else None
-    return MergeDesc(sc.order_by, sc.group_by, sc.aggregates, sc.distinct, having, count, offset,
+    order_by, group_by = (sc.order_by, sc.group_by) if not sc.positions else _resolve_positions(sc, b)
+    return MergeDesc(order_by, group_by, sc.aggregates, sc.distinct, having, count, offset,
                      sc.visible_columns, sc.nderived)
+
+
+# --- ORDER BY / GROUP BY column positions -------------------------------------------------------------------------
+
+_NOT_A_POSITION = -1
+
+
+def _resolve_positions(sc: Scatter, b: _Bound) -> tuple[tuple[tuple[int, bool], ...], tuple[int, ...]]:
+    """The plan's ORDER BY / GROUP BY with every `Position` made a column index for this query's numbers.
+
+    ORDER BY is checked before GROUP BY, as MySQL does. An ORDER BY item that is a constant for MySQL
+    (`ORDER BY 'x'`, `1.5`: the digest of `ORDER BY 2`) ties every row: it is left out of the merge order (the data
+    nodes sort by it as written, i.e. not at all). A GROUP BY constant puts every row in one group, which the
+    merger cannot do: refused."""
+    order_by: list[tuple[int, bool]] = []
+    for c, desc in sc.order_by:
+        if type(c) is Position:
+            i = _position(c, sc, b, "ORDER BY")
+            if i != _NOT_A_POSITION:
+                order_by.append((i, desc))
+        else:
+            order_by.append((c, desc))
+    group_by: list[int] = []
+    for c in sc.group_by:
+        if type(c) is Position:
+            i = _position(c, sc, b, "GROUP BY")
+            if i == _NOT_A_POSITION:
+                raise PlanError(er.NOT_SUPPORTED_YET, "GROUP BY a constant on several shards")
+            group_by.append(i)
+        else:
+            group_by.append(c)
+    return tuple(order_by), tuple(group_by)
+
+
+def _position(p: Position, sc: Scatter, b: _Bound, clause: str) -> int:
+    """Column index of the position in slot `p.slot` for this query, or _NOT_A_POSITION for a constant.
+
+    MySQL takes an integer literal as a position (a DECIMAL literal, string, hex or float is a constant): it reads
+    the number as a 32-bit unsigned value (`ORDER BY 4294967298` is column 2, `18446744073709551615` is -1) and
+    names that 32-bit value, signed, in the ER_BAD_FIELD_ERROR of a position outside 1..number of columns.
+    A prepared-statement marker (`ORDER BY ?`) is no position for MySQL (it orders by a constant) but is one for
+    MariaDB, and the text the data nodes run has the value inlined: refused on several shards."""
+    lexed = b.lexed
+    kind = lexed.kind(lexed.slots[p.slot])
+    if kind == T_PARAM:
+        raise PlanError(er.NOT_SUPPORTED_YET, f"{clause} ? (a parameter marker as the item) on several shards")
+    v = b.value(p.slot)
+    if kind != T_NUMBER or type(v) is not int:
+        return _NOT_A_POSITION
+    if p.neg:
+        v = -v
+    if not -(1 << 63) <= v < 1 << 64:  # beyond BIGINT (UNSIGNED): a DECIMAL literal
+        return _NOT_A_POSITION
+    n = v & 0xFFFFFFFF
+    if n == 0 or n > sc.items:
+        if n != 0 and sc.visible_columns < 0:  # `*` stands for at least one column: beyond that it depends
+            raise PlanError(er.NOT_SUPPORTED_YET,
+                            f"{clause} column position past the items of a select list with `*`, on several shards")
+        shown = n - (1 << 32) if n >= 1 << 31 else n
+        raise PlanError(er.BAD_FIELD_ERROR, f"Unknown column '{shown}' in '{clause}'")
+    return n - 1
 
 
 # --- HAVING -----------------------------------------------------------------------------------------------------

@@ -70,7 +70,6 @@ ER_NOT_SUPPORTED_YET = 1235
 
 # ddm's documented refusals (planner messages) a generated query may legitimately meet
 ALLOWED_UNSUPPORTED = (
-    "ORDER BY/GROUP BY column position on several shards",
     "several COUNT(DISTINCT ...) on several shards",
     "ORDER BY/HAVING on an aggregate not in the select list, on several shards",
     "DISTINCT with GROUP BY or aggregates on several shards",
@@ -373,6 +372,29 @@ def order_dir(d: Draw) -> str:
     return d.choice(["", " ASC", " DESC"])
 
 
+def _item_exprs(item: str) -> tuple[str, ...]:
+    """What a select item can be named by in ORDER BY / GROUP BY: its expression, and its alias."""
+    m = re.match(r"(.*) AS (\w+)$", item)
+    return (m.group(1), m.group(2)) if m else (item,)
+
+
+def positions(d: Draw, keys: list[str], items: list[str], star: bool = False) -> list[str]:
+    """Sometimes write ORDER BY / GROUP BY keys (`expr[ ASC| DESC]`) that name a select item as its column
+    position (`2 DESC`): the same order or grouping, so whether the order is total does not change. With `*`
+    (`star`: items[0] is `*`), a position 1..len(items) is put in front instead (`*` is at least one column)."""
+    if not keys or not d.chance(20):
+        return keys
+    if star:
+        return [f"{d.int(1, len(items))}{order_dir(d)}"] + keys
+    out = []
+    for k in keys:
+        m = re.match(r"(.*?)( ASC| DESC)?$", k)
+        expr, direction = m.group(1), m.group(2) or ""
+        n = next((i for i, it in enumerate(items) if expr in _item_exprs(it)), None)
+        out.append(f"{n + 1}{direction}" if n is not None and d.chance(60) else k)
+    return out
+
+
 def limit_clause(d: Draw) -> str:
     n, off = d.int(0, 15), d.int(0, 25)
     return d.choice([f" LIMIT {n}", f" LIMIT {off}, {n}", f" LIMIT {n} OFFSET {off}", f" LIMIT {n}"])
@@ -402,8 +424,9 @@ def gen_select(d: Draw, lay: Layout = DIFFT) -> Query:
             if has_limit or d.chance(70):
                 order += [f"{u}{order_dir(d)}" for u in src.unique]
                 total = True
-        if d.chance(3) and order:
-            order[0] = "1"  # a column position: ddm refuses it on several shards
+        order = positions(d, order, items, star)
+        if order and d.chance(2):  # a position beyond the select list (an error for MySQL too)
+            order.insert(0, str(len(items) + 1) if not star else "0")
         sql = f"SELECT {', '.join(items)} FROM {src.sql}{wh}"
         if order:
             sql += " ORDER BY " + ", ".join(order)
@@ -427,7 +450,8 @@ def gen_select(d: Draw, lay: Layout = DIFFT) -> Query:
         total = False
         if d.chance(60):
             perm = d.subset(cols, len(cols), len(cols))
-            sql += " ORDER BY " + ", ".join(f"{c.expr}{order_dir(d)}" for c in perm)
+            order = positions(d, [f"{c.expr}{order_dir(d)}" for c in perm], [c.expr for c in cols])
+            sql += " ORDER BY " + ", ".join(order)
             total = True
             if d.chance(60):
                 sql += limit_clause(d)
@@ -448,7 +472,8 @@ def gen_select(d: Draw, lay: Layout = DIFFT) -> Query:
             items.append(a)
     pos = d.int(0, len(items) - 1)
     items = items[pos:] + items[:pos] if d.chance(30) else items
-    sql = f"SELECT {', '.join(items)} FROM {src.sql}{wh} GROUP BY {', '.join(c.expr for c in gcols)}"
+    sql = (f"SELECT {', '.join(items)} FROM {src.sql}{wh} GROUP BY "
+           f"{', '.join(positions(d, [c.expr for c in gcols], items))}")
     if d.chance(35):
         conds = []
         for _ in range(d.int(1, 2)):
@@ -489,13 +514,13 @@ def gen_select(d: Draw, lay: Layout = DIFFT) -> Query:
             order += [c.expr + order_dir(d) for c in d.subset(rest, len(rest), len(rest))]
             total = True
         if order:
-            sql += " ORDER BY " + ", ".join(order)
+            sql += " ORDER BY " + ", ".join(positions(d, order, items))
         elif d.chance(10):
             sql += " ORDER BY NULL"
         total = total and bool(order)
     if has_limit:
         if not total:  # LIMIT over an unordered grouping is not deterministic
-            sql += " ORDER BY " + ", ".join(c.expr for c in gcols)
+            sql += " ORDER BY " + ", ".join(positions(d, [c.expr for c in gcols], items))
             total = True
         sql += limit_clause(d)
     return Query(sql, total, True, feats)
@@ -743,6 +768,19 @@ def test_handpicked_queries(difft: DiffEnv, conns: tuple[Any, Any]) -> None:
         Query("SELECT c FROM t ORDER BY c DESC, id LIMIT 20", True, False),
         Query("SELECT k, name FROM dict ORDER BY k", True, False),
         Query("SELECT v, COUNT(*) FROM solo GROUP BY v ORDER BY v", True, True),
+        # column positions on several shards (the number is a literal slot of the cached plan, bound per query)
+        Query("SELECT a, COUNT(*) FROM t GROUP BY 1 ORDER BY 2 DESC, 1", True, True),
+        Query("SELECT a, COUNT(*) FROM t GROUP BY 1 ORDER BY 1 DESC", True, True),
+        Query("SELECT s, a, id FROM t ORDER BY 2 DESC, s, 3 LIMIT 5, 7", True, True),
+        Query("SELECT * FROM t ORDER BY 1 DESC LIMIT 4", True, False),
+        Query("SELECT t.*, a FROM t ORDER BY 2, 1 LIMIT 9", True, False),
+        Query("SELECT DISTINCT a, s FROM t ORDER BY 1 DESC, 2", True, True),
+        Query("SELECT a, AVG(c), COUNT(DISTINCT s) FROM t GROUP BY 1 HAVING COUNT(*) > 1 ORDER BY 2, 1 LIMIT 3",
+              True, True),
+        Query("SELECT a, c FROM t ORDER BY 'x', id", True, False),
+        Query("SELECT a FROM t ORDER BY 2", True, False),
+        Query("SELECT a, COUNT(*) FROM t GROUP BY 3", True, True),
+        Query("SELECT a, COUNT(*) FROM t GROUP BY 1 ORDER BY -1", True, True),
     ]
     failures = []
     for q in cases:
