@@ -173,7 +173,22 @@ def test_default_nodes_and_single_default() -> None:
     assert db.default_datasource == "ds2"
     assert db.tables["t"].targets[1].datasource == "ds1" and db.tables["t"].tables["ds1"] == ("t",)
     assert db.tables["t"].database_strategy.props["hash"] == "crc32"
+    assert db.tables["t"].database_strategy.props["key_collation"] == "ci"  # string keys compare like general_ci
     assert db.tables["s"].kind == "single" and db.tables["s"].datasources == ("ds2",)
+
+
+def test_key_collation_reaches_every_hash_mod_strategy() -> None:
+    h = {"column": "k", "algorithm": "hash_mod"}
+    doc = sharded_db({
+        "b": {"nodes": "ds${0..3}.b_${0..1}", "database_strategy": {**h, "hash": "murmur3"}, "table_strategy": h,
+              "key_collation": "binary"},
+        "m": {"nodes": "ds${0..3}.m_${0..1}", "database_strategy": h, "table_strategy": {**MOD, "column": "k"}},
+    })
+    t = from_dict(doc).databases["sb"].tables
+    assert dict(t["b"].database_strategy.props) == {"hash": "murmur3", "key_collation": "binary"}
+    assert dict(t["b"].table_strategy.props) == {"hash": "crc32", "key_collation": "binary"}
+    assert dict(t["m"].database_strategy.props) == {"hash": "crc32", "key_collation": "ci"}
+    assert dict(t["m"].table_strategy.props) == {}  # integer algorithms do not carry it
 
 
 def test_compact_datasources_round_robin() -> None:
@@ -281,6 +296,7 @@ def _sb(tables: dict[str, Any], **extra: Any) -> Mutation:
 
 MOD = {"column": "id", "algorithm": "mod"}
 TWO = {"column": "id", "algorithm": "two_level"}
+HASH = {"column": "id", "algorithm": "hash_mod"}
 
 MISTAKES: list[tuple[str, Mutation, str]] = [
     ("port type", _set("nodes.n1.port", "abc"), "nodes.n1.port: must be an integer 1-65535, got 'abc'"),
@@ -412,7 +428,30 @@ MISTAKES: list[tuple[str, Mutation, str]] = [
                                                                                   "algorithm": "hash_mod"}}},
                              binding_tables=[["a", "b"]]),
      "databases.sb.binding_tables[0][1]: 'b' cannot be bound to 'a': database_strategy differs (mod vs "
-     "hash_mod(hash=crc32))"),
+     "hash_mod(hash=crc32, key_collation=ci))"),
+    ("binding key collation", _sb({"a": {"nodes": "ds${0..3}.a", "database_strategy": HASH},
+                                   "b": {"nodes": "ds${0..3}.b", "database_strategy": HASH,
+                                         "key_collation": "binary"}},
+                                  binding_tables=[["a", "b"]]),
+     "databases.sb.binding_tables[0][1]: 'b' cannot be bound to 'a': database_strategy differs "
+     "(hash_mod(hash=crc32, key_collation=ci) vs hash_mod(hash=crc32, key_collation=binary))"),
+    ("key collation value", _sb({"t": {"database_strategy": HASH, "key_collation": "utf8mb4_bin"}}),
+     "databases.sb.tables.t.key_collation: unknown value 'utf8mb4_bin' (expected one of ci, binary)"),
+    ("key collation type", _sb({"t": {"database_strategy": HASH, "key_collation": True}}),
+     "databases.sb.tables.t.key_collation: must be a non-empty string, got True"),
+    ("key collation without hash_mod", _sb({"t": {"nodes": "ds${0..3}.t_${0..1}", "database_strategy": MOD,
+                                                  "table_strategy": TWO, "key_collation": "binary"}}),
+     "databases.sb.tables.t.key_collation: has no effect: only hash_mod hashes string keys, this table uses mod "
+     "and two_level"),
+    ("key collation without strategy", _sb({"t": {"nodes": "ds1.t", "key_collation": "ci"}}),
+     "databases.sb.tables.t.key_collation: has no effect: only hash_mod hashes string keys, this table has no "
+     "strategy"),
+    ("key collation broadcast", _sb({"c": {"broadcast": True, "key_collation": "ci"}}),
+     "databases.sb.tables.c.key_collation: only for sharded tables (it says how hash_mod compares string shard "
+     "keys)"),
+    ("key collation single", _sb({"s": {"datasource": "ds1", "key_collation": "binary"}}),
+     "databases.sb.tables.s.key_collation: only for sharded tables (it says how hash_mod compares string shard "
+     "keys)"),
     ("binding datasources", _sb({"a": {"nodes": "ds${0..3}.a", "database_strategy": MOD},
                                  "b": {"nodes": "ds${0..1}.b", "database_strategy": MOD}},
                                 binding_tables=[["a", "b"]]),

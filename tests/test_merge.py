@@ -281,6 +281,19 @@ def test_collations(impl: Any) -> None:
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=ids)
+def test_general_ci_weights_nfkd_misses(impl: Any) -> None:
+    """utf8mb4_general_ci weighs 'ß' as 'S' (not 'SS') and every character beyond the BMP as U+FFFD, as MariaDB's
+    WEIGHT_STRING says (tests/integration/test_ci_shard_keys.py checks fold_ci over the whole BMP)."""
+    ci = TYPES[5]
+    vals = ["straße", "STRASE", "strasse", "a\U0001F600", "A\U0001F601", "ab"]
+    out = run(impl, MergeSpec(distinct=True), [ci.col], [[text_row([ci], [v])] for v in vals])
+    assert out == [text_row([ci], [v]) for v in ("straße", "strasse", "a\U0001F600", "ab")]
+    out = run(impl, MergeSpec(order_by=((0, False),)), [ci.col],
+              [[text_row([ci], [v])] for v in ("strasse", "a\U0001F600", "straße", "ab")])
+    assert out == [text_row([ci], [v]) for v in ("ab", "a\U0001F600", "straße", "strasse")]
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=ids)
 def test_aggregates_without_group_by_over_no_rows(impl: Any) -> None:
     cols = [ColumnDef("c", FT.LONGLONG), ColumnDef("s", FT.NEWDECIMAL), ColumnDef("a", FT.NEWDECIMAL, decimals=4),
             ColumnDef("mx", FT.LONGLONG), ColumnDef("as", FT.NEWDECIMAL), ColumnDef("ac", FT.LONGLONG)]

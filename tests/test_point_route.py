@@ -181,6 +181,29 @@ def test_point_route_values() -> None:
     assert _check_text(b"SELECT * FROM users WHERE name = 'alice'")
 
 
+def test_point_route_string_keys_follow_the_key_collation() -> None:
+    """users is placed by hash_mod on a string column (key_collation ci, the default): every spelling of one key
+    that utf8mb4_general_ci calls equal takes the point route to the stored spelling's physical table, text and
+    executes alike, and that is the table the generic bind picks."""
+    want = planner.plan(clexer.lex(b"SELECT * FROM users WHERE name = 'bob'"), DB).point.route_query(
+        clexer.lex(b"SELECT * FROM users WHERE name = 'bob'"))
+    table = want[1][5:].split(b"FROM ")[1].split(b" ")[0]
+    for lit in ("'BOB'", "'Bob  '", "_utf8mb4'bOb'", "'b' 'OB'", "X'424f4220'", "'böb'"):
+        sql = f"SELECT * FROM users WHERE name = {lit}".encode()
+        assert _check_text(sql), lit  # the point route, equal to the generic bind and to the twin
+        got = planner.plan(clexer.lex(sql), DB).point.route_query(clexer.lex(sql))
+        assert got[0] == want[0] and table in got[1], lit
+    sql = b"SELECT * FROM users WHERE name = ?"
+    lexed = clexer.lex(sql)
+    plan = planner.plan(lexed, DB)
+    for v in (b"bob", b"BOB", b"Bob   ", "BÖB".encode()):
+        payload = b"\x17" + struct.pack("<IBI", 1, 0, 1) + b"\x00\x01\xfd\x00" + bytes((len(v),)) + v
+        got = plan.point.route_execute(lexed, payload, 1, None)
+        assert got == _py_route(plan.point, plan.rule).route_execute(pylexer.lex(sql), payload, 1, None)
+        assert got == _generic_execute(plan, lexed, payload, 1, None)
+        assert got == (want[0], b"SELECT * FROM %s WHERE name = ?" % table)
+
+
 def test_point_route_is_immutable_and_not_compared() -> None:
     a = planner.plan(clexer.lex(b"SELECT c FROM sbtest1 WHERE id=1"), DB)
     b = planner.plan(clexer.lex(b"SELECT c FROM sbtest1 WHERE id=2"), DB)

@@ -290,3 +290,31 @@ def test_conditions_are_immutable_values():
     with pytest.raises(AttributeError):
         e.values = (3,)  # type: ignore[misc]
     assert Range(1, True, 2, False) == Range(1, True, 2, False)
+
+
+
+def _string_rule(**props: object) -> TableRule:
+    """4 data sources x 2 tables, both placed by hash_mod on the string column sid."""
+    return TableRule(name="s", kind="sharded", datasources=("ds0", "ds1", "ds2", "ds3"),
+                     tables=MappingProxyType({f"ds{i}": ("s_0", "s_1") for i in range(4)}),
+                     database_strategy=ShardStrategy("sid", "hash_mod", MappingProxyType({"hash": "murmur3", **props})),
+                     table_strategy=ShardStrategy("sid", "hash_mod", MappingProxyType(dict(props))))
+
+
+def test_string_keys_route_by_their_collation():
+    """hash_mod on a string key, key_collation ci (the default): spellings MariaDB's utf8mb4_general_ci calls equal
+    (case, accents, trailing spaces) reach one physical table through every routing entry point; binary keeps the
+    exact bytes."""
+    ci = TableRouter(_string_rule())
+    assert TableRouter(_string_rule(key_collation="ci")).all_targets == ci.all_targets
+    spellings = ["session-ABC", b"SESSION-abc", "Session-Abc   ", b"session-abc ", "séssion-abc"]
+    stored = ci.route({"sid": Eq(("session-abc",))})
+    assert len(stored) == 1
+    for v in spellings:
+        assert ci.route({"sid": Eq((v,))}) == stored
+        assert TableRouter(_string_rule(key_collation="ci")).route({"sid": Eq((v,))}) == stored
+    assert ci.route({"sid": Eq(tuple(spellings))}) == stored  # an IN list of spellings: one table
+    assert list(ci.group_values("sid", spellings)) == list(stored)
+    assert list(ci.group_rows(["sid", "x"], [(v, 1) for v in spellings])) == list(stored)
+    binary = TableRouter(_string_rule(key_collation="binary"))
+    assert binary.route({"sid": Eq(("session-abc",))}) != binary.route({"sid": Eq(("SESSION-ABC",))})

@@ -56,6 +56,12 @@ values = st.one_of(
     st.dates(),
     st.datetimes(),
     st.sampled_from(["0000-00-00", "2024-02-30", "2024-13-01", "1e99999999", "nan", "inf", "\ud800"]),
+    st.text(st.sampled_from("aAzZ_ -.09éÉßẞͅı😀\x00\t"), max_size=12),  # what the ci fold folds
+    st.text(st.sampled_from("aAzZ_ -.09éÉßẞͅı😀\x00\t"), max_size=12).map(str.encode),
+    st.text(st.sampled_from("aB "), min_size=250, max_size=300),  # past the C fold's stack buffer
+    st.binary(max_size=20).map(bytearray),
+    st.text(st.sampled_from("aB é"), max_size=8).map(lambda s: memoryview(s.encode())),
+    st.sampled_from([b"\xc3", b"A\xff  ", "x" * 257 + " ", b"y" * 256]),
 )
 
 STRATEGIES = [
@@ -68,6 +74,8 @@ STRATEGIES = [
     (strat("hash_mod", hash="crc32"), 7),
     (strat("hash_mod", hash="murmur3"), 16),
     (strat("hash_mod", hash="murmur3", seed=0x9747B28C), 5),
+    (strat("hash_mod", key_collation="binary"), 16),
+    (strat("hash_mod", hash="murmur3", key_collation="ci"), 7),
     (strat("range", boundaries=(-100, 0, 100, 10**6)), 5),
     (strat("range", boundaries=(Decimal("0.5"), 2**64)), 3),
     (strat("interval", unit="day", start="2024-01-01", step=1), 400),
@@ -199,9 +207,10 @@ def test_mod_two_level_formulas(impl, k, n, d):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_hash_mod_canonical_bytes(impl):
+@pytest.mark.parametrize("collation", ["ci", "binary"])
+def test_hash_mod_canonical_bytes(impl, collation):
     for h, fn in (("crc32", zlib.crc32), ("murmur3", pyshard.murmur3_32)):
-        f = impl.make_shard_function(strat("hash_mod", hash=h), 1000)
+        f = impl.make_shard_function(strat("hash_mod", hash=h, key_collation=collation), 1000)
         for v, raw in (
             (12345, b"12345"),
             (-7, b"-7"),
@@ -212,13 +221,73 @@ def test_hash_mod_canonical_bytes(impl):
             (Decimal("12345.00"), b"12345"),
             (Decimal("1.50"), b"1.5"),
             (1.5, b"1.5"),
-            ("héllo", "héllo".encode()),
+            ("héllo", b"HELLO" if collation == "ci" else "héllo".encode()),
+            ("abc  ", b"ABC" if collation == "ci" else b"abc  "),
+            (b"Abc ", b"ABC" if collation == "ci" else b"Abc "),
             (date(2024, 1, 31), b"2024-01-31"),
             (datetime(2024, 1, 31, 12, 0, 1), b"2024-01-31 12:00:01"),
         ):
             assert f.index(v) == fn(raw) % 1000, (h, v)
+            assert impl.key_bytes(v, collation) == raw
         with pytest.raises(impl.ShardKeyError):
             f.index(None)
+
+
+# Spellings utf8mb4_general_ci calls equal (checked on MariaDB 10.11 by tests/integration/test_ci_shard_keys.py).
+CI_EQUAL = [
+    ["abc", "ABC", "Abc", "abc   ", b"aBC ", bytearray(b"abc"), memoryview(b"ABC  ")],
+    ["élan", "ELAN", "Élan", "elan ", "éLAN".encode()],
+    ["Crème Brûlée", "creme brulee", "CRÈME BRÛLÉE  "],
+    ["straße", "STRASE", "strase ", "STRAßE"],  # ß = s
+    ["key😀", "KEY😁", "Key\U0010ffff "],  # every supplementary character weighs U+FFFD
+    ["ǅemal", "Ǆemal", "ǆEMAL"],
+    ["ı", "I", "i"],
+    ["x" * 300, "X" * 300 + " " * 5],  # longer than the C fold's stack buffer
+    ["", " ", "   "],
+]
+CI_DIFFERENT = ["abc", "abcd", " abc", "ab c", "abc\t", "abç\x00", "æ", "ø", "ss", "\x00"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_hash_mod_key_collation(impl):
+    for h in ("crc32", "murmur3"):
+        ci = impl.make_shard_function(strat("hash_mod", hash=h), 2**31 - 1)  # ci is the default
+        binary = impl.make_shard_function(strat("hash_mod", hash=h, key_collation="binary"), 2**31 - 1)
+        for group in CI_EQUAL:
+            assert len({ci.index(v) for v in group}) == 1, group
+            assert len({impl.key_bytes(v) for v in group}) == 1, group
+        assert len({ci.index(v) for v in CI_DIFFERENT}) == len(CI_DIFFERENT)
+        assert len({binary.index(v) for v in CI_EQUAL[0][:5]}) == 5  # exact bytes: every spelling its own
+        assert binary.index("héllo") == binary.index("héllo".encode()) != binary.index("hello")
+        # integers and other non-strings are not folded: 42 and "42 " meet only because "42 " is a string
+        assert ci.index(42) == ci.index("42") == ci.index(b"42  ") == ci.index(Decimal("42.0"))
+        assert binary.index(42) == binary.index("42") != binary.index("42 ")
+    assert impl.make_shard_function(strat("hash_mod"), 4).key_collation == "ci"
+    for bad in ("cs", "", None, "CI"):
+        with pytest.raises(ValueError):
+            impl.make_shard_function(strat("hash_mod", key_collation=bad), 4)
+        with pytest.raises(ValueError):
+            impl.key_bytes("a", bad)
+    with pytest.raises(impl.ShardKeyError):
+        impl.key_bytes(None)
+    with pytest.raises(impl.ShardKeyError):
+        impl.key_bytes("\ud800")
+
+
+@settings(max_examples=300)
+@given(st.text(st.sampled_from("abcxyzABCXYZéÉèÈüÜñÑçÇ_-. 019"), max_size=30), st.integers(0, 3))
+def test_ci_spellings_place_alike(text, spaces):
+    """Case (ASCII and Latin-1 letters, where str.upper agrees with general_ci), accents and trailing spaces."""
+    for impl in (cshard, pyshard):
+        f = impl.make_shard_function(strat("hash_mod", hash="murmur3"), 97)
+        want = f.index(text)
+        for v in (text.upper(), text.lower(), text + " " * spaces, text.swapcase().encode()):
+            assert f.index(v) == want, v
+
+
+@given(st.one_of(st.text(max_size=40), st.binary(max_size=40)), st.sampled_from(["ci", "binary"]))
+def test_key_bytes_equivalent(value, collation):
+    assert outcome(cshard.key_bytes, value, collation) == outcome(pyshard.key_bytes, value, collation)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -122,8 +122,9 @@ class ShardStrategy:
 
     props holds the algorithm's own settings (e.g. {"hash": "crc32"}, {"boundaries": (100, 200)},
     {"unit": "month", "start": "2024-01-01"}, {"class": "pkg.mod:Cls"}); see docs/configuration.md.
-    The loader fills defaults in: hash_mod always has "hash", interval "step", two_level "databases" (the data
-    source count D of `key // D % n`); class props are {"class": spec, **constructor keyword arguments}.
+    The loader fills defaults in: hash_mod always has "hash" and "key_collation" (the table rule's, "ci" or
+    "binary"), interval "step", two_level "databases" (the data source count D of `key // D % n`); class props are
+    {"class": spec, **constructor keyword arguments}.
     `column` is lower-case."""
 
     column: str
@@ -270,6 +271,10 @@ ALGORITHM_PROPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "class": ("class", "props"),
 })
 HASH_FUNCTIONS = ("crc32", "murmur3")
+# How hash_mod compares string keys (a sharded table rule's `key_collation`): "ci" = utf8mb4_general_ci equality
+# (case, accents and trailing spaces folded; the default), "binary" = exact bytes (VARBINARY/BLOB keys, NO PAD *_bin
+# collations).
+KEY_COLLATIONS = ("ci", "binary")
 INTERVAL_UNITS = ("day", "month", "year")
 AUTH_PLUGINS = ("mysql_native_password", "caching_sha2_password")
 DEFAULT_AUTH_PLUGIN = "caching_sha2_password"
@@ -292,7 +297,8 @@ PASSTHROUGH_KEYS = ("node", "database")
 SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
 DATASOURCE_KEYS = ("node", "database")
 COMPACT_DATASOURCE_KEYS = ("names", "nodes", "database")
-TABLE_KEYS = ("nodes", "database_strategy", "table_strategy", "key_generator", "broadcast", "datasource", "table")
+TABLE_KEYS = ("nodes", "database_strategy", "table_strategy", "key_generator", "key_collation", "broadcast",
+              "datasource", "table")
 SHARDED_TABLE_KEYS = ("nodes", "database_strategy", "table_strategy")
 SINGLE_TABLE_KEYS = ("datasource", "table")
 
@@ -989,6 +995,9 @@ class _Checker:
         broadcast = self.boolean(m, "broadcast", path, False)
         sharded_keys = [k for k in SHARDED_TABLE_KEYS if m.get(k) is not None]
         single_keys = [k for k in SINGLE_TABLE_KEYS if m.get(k) is not None]
+        if m.get("key_collation") is not None and (broadcast or not sharded_keys):
+            self.err(f"{path}.key_collation", "only for sharded tables (it says how hash_mod compares string shard "
+                                              "keys)")
         if broadcast:
             for k in sharded_keys + single_keys:
                 self.err(f"{path}.{k}", "not allowed for a broadcast table (it has a copy in every data source)")
@@ -1037,11 +1046,17 @@ class _Checker:
             self.err(f"{path}.nodes", "lists no physical tables")
         names = tuple(layout)
         counts = [len(layout[ds]) for ds in names] or [0]
+        collation = self.string(m, "key_collation", path, "ci", KEY_COLLATIONS)
         db_strategy = self.strategy(m.get("database_strategy"), f"{path}.database_strategy", "database",
-                                    [(f"the table spans {len(names)} data sources", len(names))], len(names))
+                                    [(f"the table spans {len(names)} data sources", len(names))], len(names),
+                                    collation)
         table_strategy = self.strategy(m.get("table_strategy"), f"{path}.table_strategy", "table",
                                        [(f"data source {ds} holds {len(layout[ds])} tables", len(layout[ds]))
-                                        for ds in names], len(names))
+                                        for ds in names], len(names), collation)
+        algorithms = [s.algorithm for s in (db_strategy, table_strategy) if s is not None]
+        if m.get("key_collation") is not None and "hash_mod" not in algorithms:
+            uses = f"uses {' and '.join(algorithms)}" if algorithms else "has no strategy"
+            self.err(f"{path}.key_collation", f"has no effect: only hash_mod hashes string keys, this table {uses}")
         if not layout:
             return None
         if len(names) > 1 and m.get("database_strategy") is None:
@@ -1058,10 +1073,11 @@ class _Checker:
                          tables=MappingProxyType({ds: tuple(t) for ds, t in layout.items()}),
                          database_strategy=db_strategy, table_strategy=table_strategy, key_generator=keygen)
 
-    def strategy(self, raw: Any, path: str, role: str, targets: list[tuple[str, int]], n_datasources: int
-                 ) -> ShardStrategy | None:
+    def strategy(self, raw: Any, path: str, role: str, targets: list[tuple[str, int]], n_datasources: int,
+                 key_collation: str = "ci") -> ShardStrategy | None:
         """A sharding strategy. `targets` = (description, count) of every place it indexes into: the rule's data
-        sources for a database strategy, each data source's tables for a table strategy."""
+        sources for a database strategy, each data source's tables for a table strategy. `key_collation` (the
+        rule's) goes into hash_mod props."""
         if raw is None:
             return None
         if not isinstance(raw, dict):
@@ -1084,6 +1100,7 @@ class _Checker:
             props["hash"] = self.string(m, "hash", path, "crc32", HASH_FUNCTIONS)
             if m.get("seed") is not None:
                 props["seed"] = self.integer(m, "seed", path, 0, lo=0, hi=0xFFFFFFFF)
+            props["key_collation"] = key_collation
         elif algorithm == "range":
             boundaries = self.boundaries(m.get("boundaries"), f"{path}.boundaries")
             if boundaries is not None:

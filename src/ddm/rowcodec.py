@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import re
 import struct
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -199,6 +200,13 @@ def binary_wire(col: ColumnDef) -> int:
     return _WIRE.get(col.type, W_LENENC)
 
 
+# utf8mb3/utf8mb4_general_ci weights that NFKD + upper-casing miss (found by comparing with MariaDB's WEIGHT_STRING
+# over every BMP character, tests/integration/test_ci_shard_keys.py): 'ß' weighs as 'S' (not 'SS'), U+0345 (combining
+# ypogegrammeni) as 'Ι', and every character beyond the BMP as U+FFFD (so they are all equal).
+_GENERAL_CI_MAP = {0xDF: "s", 0x345: "\u03b9"}
+_SUPPLEMENTARY = re.compile("[\U00010000-\U0010FFFF]")
+
+
 def fold_ci(s: bytes, flags: int) -> bytes:
     """Collation weight string approximation for case-insensitive collations.
 
@@ -206,9 +214,18 @@ def fold_ci(s: bytes, flags: int) -> bytes:
     0900_ai_ci) accents ignored. We approximate with NFKD + dropping combining marks, then upper-casing
     (general_ci, whose weights are upper-case letters) or casefolding (others), then code point order.
     PAD SPACE collations ignore trailing spaces ('a' = 'a  '); NO PAD (0900) ones do not.
+    For utf8 general_ci (CI_UPPER without CI_LATIN1) every two characters MariaDB weighs alike fold alike (checked
+    against MariaDB 10.11 over the whole BMP; general_ci compares character by character, so equal strings fold
+    alike, which the hash_mod `key_collation: ci` routing relies on); it may also join strings MariaDB tells apart
+    ('ﬁ' and 'fi'). For the other collations it is an approximation.
     """
     text = s.decode("latin-1" if flags & CI_LATIN1 else "utf-8", "surrogateescape")
     if not text.isascii():
+        if flags & CI_UPPER and not flags & CI_LATIN1:
+            if "ß" in text or "\u0345" in text:
+                text = text.translate(_GENERAL_CI_MAP)
+            if max(text) > "\uffff":
+                text = _SUPPLEMENTARY.sub("\ufffd", text)
         text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
     text = text.upper() if flags & CI_UPPER else text.casefold()
     if not flags & CI_NOPAD:

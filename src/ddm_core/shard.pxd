@@ -21,11 +21,17 @@ cdef class ModShard(ShardFunction):
 cdef class TwoLevelShard(ShardFunction):
     cdef readonly long long databases
 
+cdef enum:
+    CI_STACK = 256            # ci-folded ASCII keys up to this many bytes are folded on the C stack
+
 cdef class HashModShard(ShardFunction):
     cdef readonly str hash_name
     cdef readonly unsigned int seed
+    cdef readonly str key_collation   # "ci" (fold case, accents, trailing spaces) or "binary" (exact bytes)
     cdef bint _murmur
+    cdef bint _ci
     cdef uint32_t _hash(self, const unsigned char* p, Py_ssize_t n) noexcept nogil
+    cdef int _index_text(self, const unsigned char* p, Py_ssize_t n) except -1
 
 cdef class RangeShard(ShardFunction):
     cdef readonly tuple boundaries

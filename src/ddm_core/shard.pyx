@@ -4,8 +4,10 @@
 `make_shard_function(strategy, n)` builds one per ShardStrategy; `index(value)` places a key (ShardKeyError when it
 cannot be placed), `indexes_for_range(lo, lo_inclusive, hi, hi_inclusive)` prunes a range (None = all n).
 The pure-Python twin ddm._py.shard documents the value canonicalisation rules and must give identical results;
-this module adds C fast paths for int keys (mod, two_level, hash_mod, range) and C implementations of CRC-32 and
-MurmurHash3. Negative keys use floor modulo/division (Python semantics), not MySQL's sign-keeping %.
+this module adds C fast paths for int keys (mod, two_level, hash_mod, range), for str/bytes keys of hash_mod (the
+`key_collation: ci` fold of ASCII keys is done in C, other keys go through ddm.rowcodec.fold_ci like the merger's
+comparisons) and C implementations of CRC-32 and MurmurHash3. Negative keys use floor modulo/division (Python
+semantics), not MySQL's sign-keeping %.
 """
 
 import importlib
@@ -25,9 +27,13 @@ from libc.string cimport memcpy
 
 from ddm_core.lexer cimport T_NUMBER, T_PARAM, LexToken, Lexed
 
-__all__ = ["ShardKeyError", "ShardFunction", "make_shard_function", "crc32", "murmur3_32", "ALGORITHMS", "PointRoute"]
+from ddm.rowcodec import CI_UPPER, fold_ci
+
+__all__ = ["ShardKeyError", "ShardFunction", "make_shard_function", "crc32", "murmur3_32", "ALGORITHMS",
+           "COLLATIONS", "PointRoute", "key_bytes"]
 
 ALGORITHMS = ("mod", "hash_mod", "range", "interval", "two_level", "class")
+COLLATIONS = ("ci", "binary")  # hash_mod key_collation values; "ci" is the default
 
 _NUMBER_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*\Z")
 _DATETIME_RE = re.compile(
@@ -232,6 +238,39 @@ cdef bytes _hash_bytes(object value):
     raise _bad(value, "hashable as a shard key")
 
 
+_TEXT = (str, bytes, bytearray, memoryview)
+
+
+cdef bytes _fold_ci(bytes data):
+    # key_collation ci: utf8mb4_general_ci equality (trailing spaces dropped, case and accents folded)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i
+    cdef bytes out
+    cdef unsigned char* w
+    while n > 0 and p[n - 1] == 32:
+        n -= 1
+    for i in range(n):
+        if p[i] >= 0x80:
+            return fold_ci(data, CI_UPPER)
+    out = PyBytes_FromStringAndSize(NULL, n)
+    w = <unsigned char*>PyBytes_AS_STRING(out)
+    for i in range(n):
+        w[i] = p[i] - 32 if 97 <= p[i] <= 122 else p[i]
+    return out
+
+
+def key_bytes(value, collation="ci"):
+    """The bytes hash_mod hashes for a key value under a key collation ("ci" or "binary"; see ddm._py.shard):
+    two values the column's collation calls equal give the same bytes. For user shard classes that hash string
+    keys themselves. ShardKeyError for values that cannot be placed."""
+    if collation not in COLLATIONS:
+        raise ValueError(f"key_collation must be one of {', '.join(COLLATIONS)}, not {collation!r}")
+    data = _hash_bytes(value)
+    if collation == "ci" and isinstance(value, _TEXT):
+        return _fold_ci(data)
+    return data
+
+
 cdef object _to_datetime(object value):
     if value is None:
         raise _null()
@@ -382,20 +421,53 @@ cdef class TwoLevelShard(ShardFunction):
 cdef class HashModShard(ShardFunction):
     algorithm = "hash_mod"
 
-    def __init__(self, n, hash_name="crc32", seed=0):
+    def __init__(self, n, hash_name="crc32", seed=0, key_collation="ci"):
         super().__init__(n)
         if hash_name not in ("crc32", "murmur3"):
             raise ValueError(f"hash_mod: hash must be crc32 or murmur3, not {hash_name!r}")
         if not isinstance(seed, int) or not 0 <= seed <= 0xFFFFFFFF:
             raise ValueError(f"hash_mod: seed must be an integer in [0, 2**32), not {seed!r}")
+        if key_collation not in COLLATIONS:
+            raise ValueError(f"hash_mod: key_collation must be one of {', '.join(COLLATIONS)}, not {key_collation!r}")
         self.hash_name = hash_name
         self.seed = seed
+        self.key_collation = key_collation
         self._murmur = hash_name == "murmur3"
+        self._ci = key_collation == "ci"
 
     cdef uint32_t _hash(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
         if self._murmur:
             return murmur3_c(p, n, self.seed)
         return crc32_c(p, n, 0)
+
+    cdef int _index_text(self, const unsigned char* p, Py_ssize_t n) except -1:
+        # A str/bytes key's UTF-8 bytes: as they are (binary) or folded (ci: ASCII in C, the rest by fold_ci).
+        cdef unsigned char buf[CI_STACK]
+        cdef unsigned char* w
+        cdef Py_ssize_t i
+        cdef uint32_t h
+        cdef bytes folded
+        if not self._ci:
+            return <int>(self._hash(p, n) % <unsigned int>self.n)
+        while n > 0 and p[n - 1] == 32:
+            n -= 1
+        for i in range(n):
+            if p[i] >= 0x80:
+                folded = fold_ci(PyBytes_FromStringAndSize(<const char*>p, n), CI_UPPER)
+                return <int>(self._hash(<const unsigned char*>PyBytes_AS_STRING(folded), PyBytes_GET_SIZE(folded))
+                             % <unsigned int>self.n)
+        if n <= CI_STACK:
+            w = &buf[0]
+        else:
+            w = <unsigned char*>malloc(n)
+            if w == NULL:
+                raise MemoryError()
+        for i in range(n):
+            w[i] = p[i] - 32 if 97 <= p[i] <= 122 else p[i]
+        h = self._hash(w, n)
+        if n > CI_STACK:
+            free(w)
+        return <int>(h % <unsigned int>self.n)
 
     cpdef int index(self, object value) except -1:
         cdef int overflow = 0
@@ -428,8 +500,12 @@ cdef class HashModShard(ShardFunction):
                 s = PyUnicode_AsUTF8AndSize(value, &size)
             except UnicodeEncodeError:
                 raise _bad(value, "valid UTF-8 text") from None
-            return <int>(self._hash(<const unsigned char*>s, size) % <unsigned int>self.n)
+            return self._index_text(<const unsigned char*>s, size)
+        elif type(value) is bytes:
+            return self._index_text(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
         data = _hash_bytes(value)
+        if self._ci and isinstance(value, _TEXT):
+            data = _fold_ci(data)
         return <int>(self._hash(<const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
                      % <unsigned int>self.n)
 
@@ -638,7 +714,7 @@ def make_shard_function(strategy, n, *, datasources=None):
             raise ValueError("two_level: props.databases (the data source count) is required")
         return TwoLevelShard(n, d)
     if algo == "hash_mod":
-        return HashModShard(n, props.get("hash", "crc32"), props.get("seed", 0))
+        return HashModShard(n, props.get("hash", "crc32"), props.get("seed", 0), props.get("key_collation", "ci"))
     if algo == "range":
         return RangeShard(n, props.get("boundaries", ()))
     if algo == "interval":

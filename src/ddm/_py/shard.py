@@ -11,11 +11,20 @@ Value canonicalisation (shared by every algorithm; a value that cannot be canoni
   numerically. Non-integral numbers ("1.5") cannot equal an integer key: ShardKeyError.
 * Negative keys use floor modulo (Python's %, result always in [0, n)) rather than MySQL's sign-keeping %, and
   two_level uses floor division: ddm computes routing itself, so it only has to be consistent and in range.
-* hash_mod hashes the key's canonical bytes: ints (and integral Decimal/float) as their decimal ASCII text, str as
-  UTF-8, bytes as is, non-integral Decimal/float as their shortest plain decimal text ("1.5"), date/datetime as ISO
-  text ("2024-01-31", "2024-01-31 12:00:00"). So 42, "42" and b"42" land on the same shard. Strings are hashed
-  byte-exactly: under a case-insensitive collation 'ABC' and 'abc' are equal in MySQL but hash differently.
-* range compares numerically (int, Decimal, float, numeric strings).
+* hash_mod hashes the key's canonical bytes (`key_bytes`): ints (and integral Decimal/float) as their decimal ASCII
+  text, str as UTF-8, bytes as is, non-integral Decimal/float as their shortest plain decimal text ("1.5"),
+  date/datetime as ISO text ("2024-01-31", "2024-01-31 12:00:00"). So 42, "42" and b"42" land on the same shard.
+  Strings (str and bytes) are then folded by the rule's key collation, so that values the column's collation calls
+  equal hash alike: `ci` (the default; utf8mb4_general_ci, the utf8mb4 default of MariaDB 10.x and MySQL 5.7) strips
+  trailing spaces (PAD SPACE: 'abc' = 'abc  ') and folds case and accents through ddm.rowcodec.fold_ci
+  (CI_UPPER): 'ABC', 'abc ' and 'Abc' place alike, so do 'élan' and 'ELAN', 'straße' and 'STRASE'; ASCII keys
+  are only upper-cased and stripped. `binary` hashes the exact bytes (VARBINARY/BLOB keys, NO PAD *_bin
+  collations; PAD SPACE utf8mb4_bin ignores trailing spaces, so ci is right there too).
+  Bytes are taken as UTF-8 (the utf8mb4 connection charset); invalid sequences are kept as they are.
+* range compares numerically (int, Decimal, float, numeric strings); its boundaries are numbers (the loader refuses
+  strings), so a string key is read as a number or refused: there is no string order to get wrong.
+* class gets the value as it came (str/bytes spelled as the client wrote them): a class that places strings must
+  give values its column's collation calls equal the same index, e.g. by hashing key_bytes(value, "ci").
 * interval accepts date/datetime objects, 'YYYY-MM-DD[ HH:MM[:SS[.ffffff]]]' str/bytes (also with a 'T'), and
   ints YYYYMMDD / YYYYMMDDHHMMSS. Timezone-aware datetimes are taken at their wall time.
 """
@@ -31,6 +40,8 @@ from datetime import date, datetime, time, timedelta
 from decimal import Context, Decimal
 from typing import Any
 
+from ddm.rowcodec import CI_UPPER, fold_ci
+
 __all__ = [
     "ShardKeyError",
     "ShardFunction",
@@ -38,10 +49,13 @@ __all__ = [
     "crc32",
     "murmur3_32",
     "ALGORITHMS",
+    "COLLATIONS",
     "PointRoute",
+    "key_bytes",
 ]
 
 ALGORITHMS = ("mod", "hash_mod", "range", "interval", "two_level", "class")
+COLLATIONS = ("ci", "binary")  # hash_mod key_collation values; "ci" is the default
 
 # A decimal number as MySQL would read it from a string (surrounding whitespace allowed).
 _NUMBER_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*\Z")
@@ -240,6 +254,28 @@ def _hash_bytes(value: object) -> bytes:
     raise _bad(value, "hashable as a shard key")
 
 
+_TEXT = (str, bytes, bytearray, memoryview)
+
+
+def _fold_ci(data: bytes) -> bytes:
+    """key_collation ci: utf8mb4_general_ci equality (trailing spaces dropped, case and accents folded)."""
+    if data.isascii():
+        return data.rstrip(b" ").upper()
+    return fold_ci(data, CI_UPPER)
+
+
+def key_bytes(value: object, collation: str = "ci") -> bytes:
+    """The bytes hash_mod hashes for a key value under a key collation ("ci" or "binary"; see the module
+    docstring): two values the column's collation calls equal give the same bytes. For user shard classes that
+    hash string keys themselves. ShardKeyError for values that cannot be placed."""
+    if collation not in COLLATIONS:
+        raise ValueError(f"key_collation must be one of {', '.join(COLLATIONS)}, not {collation!r}")
+    data = _hash_bytes(value)
+    if collation == "ci" and isinstance(value, _TEXT):
+        return _fold_ci(data)
+    return data
+
+
 def _to_datetime(value: object) -> datetime:
     """A key for interval: datetime (naive, wall time)."""
     if value is None:
@@ -376,17 +412,23 @@ class TwoLevelShard(ShardFunction):
 class HashModShard(ShardFunction):
     algorithm = "hash_mod"
 
-    def __init__(self, n: int, hash_name: str = "crc32", seed: int = 0) -> None:
+    def __init__(self, n: int, hash_name: str = "crc32", seed: int = 0, key_collation: str = "ci") -> None:
         super().__init__(n)
         if hash_name not in ("crc32", "murmur3"):
             raise ValueError(f"hash_mod: hash must be crc32 or murmur3, not {hash_name!r}")
         if not isinstance(seed, int) or not 0 <= seed <= 0xFFFFFFFF:
             raise ValueError(f"hash_mod: seed must be an integer in [0, 2**32), not {seed!r}")
+        if key_collation not in COLLATIONS:
+            raise ValueError(f"hash_mod: key_collation must be one of {', '.join(COLLATIONS)}, not {key_collation!r}")
         self.hash_name = hash_name
         self.seed = seed
+        self.key_collation = key_collation
+        self._ci = key_collation == "ci"
 
     def index(self, value: object) -> int:
         data = _hash_bytes(value)
+        if self._ci and isinstance(value, _TEXT):
+            data = _fold_ci(data)
         h = crc32(data) if self.hash_name == "crc32" else murmur3_32(data, self.seed)
         return h % self.n
 
@@ -571,7 +613,8 @@ def make_shard_function(strategy: Any, n: int, *, datasources: int | None = None
             raise ValueError("two_level: props.databases (the data source count) is required")
         return TwoLevelShard(n, d)
     if algo == "hash_mod":
-        return HashModShard(n, _prop(props, "hash", "crc32"), _prop(props, "seed", 0))
+        return HashModShard(n, _prop(props, "hash", "crc32"), _prop(props, "seed", 0),
+                            _prop(props, "key_collation", "ci"))
     if algo == "range":
         return RangeShard(n, _prop(props, "boundaries", ()))
     if algo == "interval":
