@@ -74,6 +74,15 @@ class UserConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """Pipelining of read-only pass-through SELECTs onto shared node connections (ddm.pipeline)."""
+
+    connections: int = 1  # shared connections per (physical database, flavour, session signature)
+    max_depth: int = 8  # statements queued on one connection; beyond, the normal pooled path
+    max_head_wait: float = 0.005  # seconds the oldest queued statement may run before new ones take the normal path
+
+
+@dataclass(frozen=True)
 class PoolConfig:
     min_size: int = 0
     max_size: int = 64
@@ -82,6 +91,7 @@ class PoolConfig:
     idle_timeout: float = 300.0  # close connections idle longer than this (down to min_size)
     max_lifetime: float = 3600.0  # recycle connections older than this when they come back
     ping_interval: float = 30.0  # COM_PING idle connections this often
+    pipelining: PipelineConfig | None = None  # None = off
 
 
 @dataclass(frozen=True)
@@ -292,7 +302,8 @@ USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
 REPLICA_KEYS = ("host", "port", "unix_socket", "weight")
 POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle_timeout", "max_lifetime",
-             "ping_interval")
+             "ping_interval", "pipelining")
+PIPELINE_KEYS = ("connections", "max_depth", "max_head_wait")
 PASSTHROUGH_KEYS = ("node", "database")
 SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
 DATASOURCE_KEYS = ("node", "database")
@@ -854,10 +865,31 @@ class _Checker:
             idle_timeout=self.duration(m, "idle_timeout", path, d.idle_timeout),
             max_lifetime=self.duration(m, "max_lifetime", path, d.max_lifetime),
             ping_interval=self.duration(m, "ping_interval", path, d.ping_interval),
+            pipelining=self.pipelining(m.get("pipelining"), f"{path}.pipelining"),
         )
         if pool.min_size > pool.max_size:
             self.err(f"{path}.min_size", f"must not exceed max_size ({pool.min_size} > {pool.max_size})")
+        if pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:
+            self.err(f"{path}.pipelining.connections",
+                     f"must be less than max_size ({pool.pipelining.connections} >= {pool.max_size})")
         return pool
+
+    def pipelining(self, raw: Any, path: str) -> PipelineConfig | None:
+        """`pipelining: true` (defaults), false/null (off), or a mapping of PIPELINE_KEYS."""
+        if raw is None or raw is False:
+            return None
+        if raw is True:
+            return PipelineConfig()
+        if not isinstance(raw, dict):
+            self.err(path, f"must be true, false or a mapping of {', '.join(PIPELINE_KEYS)}, got {_got(raw)}")
+            return None
+        m = self.section(raw, path, PIPELINE_KEYS)
+        d = PipelineConfig()
+        return PipelineConfig(
+            connections=self.integer(m, "connections", path, d.connections, lo=1, hi=64),
+            max_depth=self.integer(m, "max_depth", path, d.max_depth, lo=1, hi=256),
+            max_head_wait=self.duration(m, "max_head_wait", path, d.max_head_wait),
+        )
 
     # --- databases -----------------------------------------------------------------------------------------------
     def databases(self, named: dict[str, Any], nodes: Mapping[str, NodeConfig]) -> dict[str, DatabaseConfig]:

@@ -104,6 +104,7 @@ class ClientConnection(FrontendCore):
         self.txn_conns: dict[str, BackendConnection] = {}  # sharded: one connection per node in a transaction
         self.txn_begin: bytes | None = None  # sharded: the BEGIN to send to each node the transaction reaches
         self.sticky: set[str] = set()  # reasons the pinned connection must stay (locks, temporary tables)
+        self._piped = None  # the ddm.pipeline.Pipe this client's SELECT is queued on
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -129,6 +130,8 @@ class ClientConnection(FrontendCore):
         relay, self._infile = self._infile, None
         if relay is not None:
             relay.abandon()
+        if self._piped is not None:
+            self._piped.client_gone(self)  # its response is read and discarded
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.sink = None
@@ -170,6 +173,9 @@ class ClientConnection(FrontendCore):
         return False
 
     def _streaming_conn(self) -> BackendConnection | None:
+        piped = self._piped
+        if piped is not None and piped.queue and piped.queue[0] is self:
+            return piped.conn  # the shared connection is streaming this client's response
         return self._fwd
 
     # --- output helpers ---------------------------------------------------------------------------------------
@@ -700,6 +706,9 @@ class ClientConnection(FrontendCore):
             self._sharded_query(sql)
             return
         node, phys = self._target()
+        pipes = self.server.pipelines
+        if pipes.nodes and kw == b"SELECT" and pipes.submit(self, node, phys, sql, self.raw or frame(payload, 0)):
+            return  # queued on a shared connection (ddm.pipeline)
         conn = self._ready_conn(node, phys)
         if conn is not None:
             self._forward(conn, self.raw or frame(payload, 0))

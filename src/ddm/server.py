@@ -19,6 +19,7 @@ from ddm import SERVER_VERSION, __version__, auth, tls
 from ddm.config import Config
 from ddm.executor import ShardingContext
 from ddm.frontend import ClientConnection
+from ddm.pipeline import Pipelines
 from ddm.pool import PoolSet
 
 log = logging.getLogger("ddm.server")
@@ -41,6 +42,7 @@ class Server:
         self.tls_context: ssl.SSLContext | None = None
         self.rsa_keys: auth.RSAKeyPair | None = None
         self._setup_keys()
+        self.pipelines = Pipelines(self)  # shared connections of nodes with pool.pipelining (ddm.pipeline)
 
     def _setup_keys(self) -> None:
         cfg = self.config.server.tls
@@ -108,6 +110,7 @@ class Server:
                 self.loop.create_task(pool.close())
         self.pools.nodes = dict(config.nodes)
         self.config = config
+        self.pipelines.configure(config, changed | removed)
 
     async def stop_accepting(self) -> None:
         for srv in self.servers:
@@ -133,9 +136,11 @@ class Server:
         await self.stop_accepting()
         for client in list(self.clients):
             client.close()
+        self.pipelines.close()
         await self.pools.close()
 
     def stats(self) -> dict:
         return {"worker": self.worker_id, "connections": len(self.clients), "questions": self.questions(),
                 "auth_failures": self.auth_failures, "pools": self.pools.stats(),
+                "pipelines": self.pipelines.stats(),
                 "config_generation": self.config.generation}

@@ -6,6 +6,8 @@ node as written (every node thread belongs to ddm's node account). KILL QUERY se
 over a separate pooled connection for each backend connection running the target's statement; KILL CONNECTION also
 closes the target, whose backend connections then go back reset (or closed when mid-response). A client finds and
 kills connections of its own worker only; ddm users are equals, so any connection of the same user may be killed.
+A SELECT queued on a shared pipelined connection (`ddm.pipeline`) is not killable: that node thread runs other
+clients' statements too, so busy_backends does not report it and KILL QUERY answers OK without killing anything.
 """
 
 from __future__ import annotations

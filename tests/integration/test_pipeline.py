@@ -1,0 +1,293 @@
+"""Pipelined pass-through SELECTs (ddm.pipeline) against a real MariaDB: answers go to the right clients, errors
+stay with their statement, slow or session-dependent statements take the normal path, queued clients survive a
+lost node connection with a clean error, and a client vanishing while queued does not disturb the pipe.
+
+ddm runs in a thread of this process (thread form) so the tests can read the pipes' counters."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+from ddm_fixtures import *  # noqa: F403
+from ddm_fixtures import DDM, NO_TLS, PHYS, Node, ddm_config, free_port, query_all, start_ddm
+
+pytestmark = pytest.mark.integration
+
+SLOW = "SELECT SUM(seq) > 0 FROM seq_1_to_{n}"  # MariaDB's sequence engine: a read-only SELECT that takes a while
+
+
+@pytest.fixture(scope="module")
+def pddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDM]:
+    n0 = node0.conf()
+    n0["pool"] = {**n0["pool"], "pipelining": {"connections": 1, "max_depth": 8, "max_head_wait": "300ms"}}
+    dbs = {"app": {"node": "n0", "database": PHYS["app"]}}
+    d = start_ddm(tmp_path_factory.mktemp("pddm"), ddm_config(free_port(), {"n0": n0}, dbs), mode="thread")
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def _connect(d: DDM, **kw: Any) -> pymysql.connections.Connection:
+    params: dict[str, Any] = {"host": "127.0.0.1", "port": d.port, "user": "ddm", "password": "ddm",
+                              "database": "app", "autocommit": True, "connect_timeout": 10, "read_timeout": 30,
+                              **NO_TLS}
+    params.update(kw)
+    return pymysql.connect(**params)
+
+
+def _stats(d: DDM) -> dict:
+    return dict(d._server.pipelines.stats())
+
+
+def _pipe_ready(d: DDM) -> None:
+    """Run a SELECT until the pipe exists (it is opened on first use; that statement takes the normal path)."""
+    c = _connect(d)
+    try:
+        deadline = time.monotonic() + 10
+        while _stats(d)["pipes"] < 1:
+            assert time.monotonic() < deadline, _stats(d)
+            query_all(c, "SELECT 1")
+            time.sleep(0.02)
+    finally:
+        c.close()
+
+
+def _pipe_conn(d: DDM):
+    for group in d._server.pipelines.groups.values():
+        for pipe in group.pipes:
+            return pipe
+    raise AssertionError("no pipe")
+
+
+def test_many_clients_get_their_own_answers(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    before = _stats(pddm)
+    nclients, nqueries = 12, 150
+    errors: list[str] = []
+    start = threading.Barrier(nclients)
+
+    def client(cid: int) -> None:
+        try:
+            c = _connect(pddm)
+            start.wait()
+            for n in range(nqueries):
+                rows = query_all(c, f"SELECT {cid}, {n}, REPEAT('x', {(cid * 7 + n) % 300})")
+                if rows != [(cid, n, "x" * ((cid * 7 + n) % 300))]:
+                    errors.append(f"client {cid} query {n} got {rows!r}")
+            c.close()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"client {cid}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    after = _stats(pddm)
+    assert after["pipelined"] - before["pipelined"] > nclients * nqueries // 2, (before, after)
+    assert after["failed"] == before["failed"]
+
+
+def test_node_error_for_one_client_only(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def good(cid: int) -> None:
+        c = _connect(pddm)
+        n = 0
+        while not stop.is_set():
+            rows = query_all(c, f"SELECT {cid}, {n}")
+            if rows != [(cid, n)]:
+                errors.append(f"{cid}/{n}: {rows!r}")
+            n += 1
+        c.close()
+
+    threads = [threading.Thread(target=good, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    bad = _connect(pddm)
+    before = _stats(pddm)["pipelined"]
+    for _ in range(50):
+        with pytest.raises(pymysql.err.ProgrammingError) as info:
+            query_all(bad, "SELECT * FROM no_such_table_here")
+        assert info.value.args[0] == 1146
+        assert query_all(bad, "SELECT 'still fine'") == [("still fine",)]
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors[:5]
+    assert _stats(pddm)["pipelined"] - before >= 50
+    bad.close()
+
+
+def test_sleep_is_not_pipelined_and_does_not_delay_others(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    before = _stats(pddm)
+    sleeper = _connect(pddm)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("rows", query_all(sleeper, "SELECT SLEEP(1)")))
+    t.start()
+    time.sleep(0.1)
+    other = _connect(pddm)
+    t0 = time.monotonic()
+    for n in range(20):
+        assert query_all(other, f"SELECT {n}") == [(n,)]
+    elapsed = time.monotonic() - t0
+    t.join(10)
+    assert out["rows"] == [(0,)]
+    assert elapsed < 0.5, elapsed
+    after = _stats(pddm)
+    assert after["refused_statement"] > before["refused_statement"]
+    assert after["pipelined"] - before["pipelined"] >= 20
+    sleeper.close()
+    other.close()
+
+
+def test_slow_head_sends_others_to_the_normal_path(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    c = _connect(pddm)
+    t0 = time.monotonic()
+    query_all(c, SLOW.format(n=20_000_000))
+    slow_seconds = time.monotonic() - t0
+    if slow_seconds < 0.6:
+        pytest.skip(f"the slow SELECT took only {slow_seconds:.2f}s here")
+    before = _stats(pddm)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("rows", query_all(c, SLOW.format(n=20_000_000))))
+    t.start()
+    time.sleep(0.4)  # longer than max_head_wait (300ms)
+    other = _connect(pddm)
+    t1 = time.monotonic()
+    for n in range(10):
+        assert query_all(other, f"SELECT {n}") == [(n,)]
+    assert time.monotonic() - t1 < slow_seconds / 2
+    t.join(30)
+    assert out["rows"] == [(1,)]
+    assert _stats(pddm)["slow_head"] > before["slow_head"]
+    c.close()
+    other.close()
+
+
+def test_session_dependent_statements_are_not_pipelined(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    c = _connect(pddm)
+    with contextlib.closing(_connect(pddm, user="ddm")) as d, d.cursor() as cur:
+        cur.execute(f"CREATE TABLE IF NOT EXISTS `{PHYS['app']}`.pl (id INT PRIMARY KEY, v INT)")
+        cur.execute(f"REPLACE INTO `{PHYS['app']}`.pl VALUES (1, 10)")
+    before = _stats(pddm)
+    assert query_all(c, "SET @x = 5") == []
+    assert query_all(c, "SELECT @x") == [(5,)]
+    assert query_all(c, "SELECT @y := 7") == [(7,)]
+    assert query_all(c, "SELECT v FROM pl WHERE id = 1 FOR UPDATE") == [(10,)]
+    assert query_all(c, "SELECT v FROM pl WHERE id = 1 LOCK IN SHARE MODE") == [(10,)]
+    mid = _stats(pddm)
+    assert mid["pipelined"] == before["pipelined"], (before, mid)
+    assert mid["refused_statement"] - before["refused_statement"] == 4
+    # in a transaction nothing is pipelined, not even a plain SELECT
+    c.begin()
+    assert query_all(c, "SELECT v FROM pl WHERE id = 1") == [(10,)]
+    c.commit()
+    assert _stats(pddm)["pipelined"] == before["pipelined"]
+    # the session's SET @x made its signature one without a pipe yet: the normal path
+    assert query_all(c, "SELECT v FROM pl WHERE id = 1") == [(10,)]
+    assert _stats(pddm)["pipelined"] == before["pipelined"]
+    c.close()
+    fresh = _connect(pddm)
+    assert query_all(fresh, "SELECT v FROM pl WHERE id = 1") == [(10,)]
+    assert _stats(pddm)["pipelined"] == before["pipelined"] + 1
+    fresh.close()
+
+
+def test_client_vanishing_while_queued(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    before = _stats(pddm)
+    head = _connect(pddm)
+    out: dict = {}
+    t = threading.Thread(target=lambda: out.setdefault("rows", query_all(head, SLOW.format(n=2_000_000))))
+    t.start()
+    time.sleep(0.02)  # the head is running, for less than max_head_wait
+    gone = _connect(pddm)
+    gone._execute_command(pymysql.constants.COMMAND.COM_QUERY, "SELECT 'gone'")
+    gone._sock.close()  # vanish without reading the answer
+    t.join(30)
+    assert out["rows"] == [(1,)]
+    c = _connect(pddm)
+    for n in range(20):
+        assert query_all(c, f"SELECT {n}") == [(n,)]
+    after = _stats(pddm)
+    assert after["failed"] == before["failed"] and after["pipes"] >= 1
+    c.close()
+    head.close()
+
+
+def test_node_connection_killed(pddm: DDM, node0: Node) -> None:
+    _pipe_ready(pddm)
+    pipe = _pipe_conn(pddm)
+    clients = [_connect(pddm) for _ in range(4)]
+    results: list[Any] = [None] * 4
+
+    def run(i: int, sql: str) -> None:
+        try:
+            results[i] = query_all(clients[i], sql)
+        except pymysql.err.Error as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(0, SLOW.format(n=50_000_000)))]
+    threads[0].start()
+    time.sleep(0.05)
+    for i in (1, 2, 3):
+        threads.append(threading.Thread(target=run, args=(i, f"SELECT {i}")))
+        threads[-1].start()
+    time.sleep(0.1)
+    assert len(pipe.queue) >= 2, len(pipe.queue)  # queued behind the slow head
+    with contextlib.closing(pymysql.connect(host="127.0.0.1", port=node0.port, user=node0.user,
+                                            password=node0.password, autocommit=True)) as admin, \
+            admin.cursor() as cur:
+        cur.execute(f"KILL {pipe.conn.conn_id}")
+    for t in threads:
+        t.join(30)
+    queued = [r for r in results[1:] if isinstance(r, Exception)]
+    assert isinstance(results[0], Exception), results
+    assert queued, results  # at least the statements still queued got an error
+    for r in queued:
+        assert r.args[0] in (1927, 2013), r
+    assert pipe.dead
+    # ddm keeps serving: the clients that got an error, and new ones, run statements (a new pipe opens)
+    for i in range(4):
+        if isinstance(results[i], pymysql.err.OperationalError) and results[i].args[0] == 2013:
+            clients[i] = _connect(pddm)  # ddm closed it: part of a result had gone out
+        assert query_all(clients[i], f"SELECT {i}") == [(i,)]
+    _pipe_ready(pddm)
+    assert _pipe_conn(pddm) is not pipe
+    for c in clients:
+        c.close()
+
+
+def test_kill_query_does_not_touch_a_pipe(pddm: DDM) -> None:
+    """KILL QUERY of a client queued on a pipe kills nothing (the pipe's node thread runs others' statements)."""
+    _pipe_ready(pddm)
+    head, queued, killer = _connect(pddm), _connect(pddm), _connect(pddm)
+    qid = query_all(queued, "SELECT CONNECTION_ID()")[0][0]
+    out: dict = {}
+    t1 = threading.Thread(target=lambda: out.setdefault("head", query_all(head, SLOW.format(n=5_000_000))))
+    t1.start()
+    time.sleep(0.02)
+    t2 = threading.Thread(target=lambda: out.setdefault("queued", query_all(queued, "SELECT 2")))
+    t2.start()
+    time.sleep(0.02)
+    with killer.cursor() as cur:
+        cur.execute(f"KILL QUERY {qid}")
+    t1.join(30)
+    t2.join(30)
+    assert out == {"head": [(1,)], "queued": [(2,)]}
+    for c in (head, queued, killer):
+        c.close()
