@@ -4,8 +4,8 @@
 
 Starts a 4-node sandbox and ddm-server, loads sbtest1 through ddm (sysbench prepare), then runs
 `SELECT id, k, c FROM sbtest1 ORDER BY k DESC, id LIMIT n` from PyMySQL threads for --time seconds and reports QPS,
-p50/p95 latency, ddm CPU per query and ddm's peak RSS; then one full-table ORDER BY without LIMIT to show what a
-large merge costs in time and memory.
+p50/p95 latency, ddm CPU per query and ddm's peak RSS; then one full-table ORDER BY without LIMIT and one plain
+scan, with ddm's RSS before and its peak during each (VmHWM reset first), to show what a large merge costs.
 """
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ def rss_kb(pid: int) -> int:
         except OSError:
             pass
     return total
+
+
+def reset_peak(pid: int) -> None:
+    """Start VmHWM afresh at the current RSS (Linux: `echo 5 > /proc/PID/clear_refs`), so a phase's peak is its own
+    and not the bulk load's."""
+    for p in [pid, *bench._tree(pid)]:
+        try:
+            Path(f"/proc/{p}/clear_refs").write_text("5")
+        except OSError:
+            pass
 
 
 def main() -> int:
@@ -79,6 +89,7 @@ def main() -> int:
             with lock:
                 latencies.extend(mine)
 
+        reset_peak(server.pid)
         before = bench.cpu_seconds(server.pid)
         threads = [threading.Thread(target=worker) for _ in range(opts.threads)]
         for t in threads:
@@ -92,15 +103,22 @@ def main() -> int:
         print(f"  queries {n}, QPS {n / opts.time:.0f}, p50 {statistics.median(latencies) * 1e3:.2f} ms, "
               f"p95 {latencies[int(n * 0.95)] * 1e3:.2f} ms, ddm CPU {cpu * 1e6 / n:.0f} us/query, "
               f"ddm peak RSS {rss_kb(server.pid) / 1024:.0f} MiB")
-        c = pymysql.connect(host="127.0.0.1", port=box.listen_port, user="ddm_native", password=users["ddm_native"],
-                            database="sbtest")
-        cur = c.cursor()
-        t0 = time.perf_counter()
-        cur.execute("SELECT id, k, c, pad FROM sbtest1 ORDER BY k DESC, id")
-        got = len(cur.fetchall())
-        print(f"  full ORDER BY without LIMIT: {got} rows in {time.perf_counter() - t0:.2f} s, "
-              f"ddm peak RSS {rss_kb(server.pid) / 1024:.0f} MiB")
-        c.close()
+        for label, big in (("full ORDER BY without LIMIT", "SELECT id, k, c, pad FROM sbtest1 ORDER BY k DESC, id"),
+                           ("plain scan", "SELECT id, k, c, pad FROM sbtest1")):
+            c = pymysql.connect(host="127.0.0.1", port=box.listen_port, user="ddm_native",
+                                password=users["ddm_native"], database="sbtest")
+            cur = c.cursor()
+            reset_peak(server.pid)
+            base = rss_kb(server.pid)
+            before = bench.cpu_seconds(server.pid)
+            t0 = time.perf_counter()
+            cur.execute(big)
+            got = len(cur.fetchall())
+            elapsed = time.perf_counter() - t0
+            cpu = bench.cpu_seconds(server.pid) - before
+            print(f"  {label}: {got} rows in {elapsed:.2f} s, ddm CPU {cpu * 1e6 / got:.1f} us/row, ddm RSS "
+                  f"{base / 1024:.0f} MiB before, peak {rss_kb(server.pid) / 1024:.0f} MiB during")
+            c.close()
     finally:
         if server is not None:
             server.stop()
