@@ -4,6 +4,7 @@ handling over a BackendConnection fed node responses by hand."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,7 @@ from ddm import pipeline
 from ddm.backend import BackendConnection
 from ddm.config import ConfigError, PipelineConfig, from_dict
 from ddm.constants import er as ER
+from ddm.frontend import ClientConnection, ClientStatement
 from ddm.pipeline import Pipe, Pipelines, _Group, pipelinable
 from ddm.resultset import simple_resultset
 from ddm_core.packets import err_packet, frame, parse_err
@@ -304,3 +306,109 @@ def test_submit_refuses_clients_with_state(pipe: Pipe) -> None:
     owner._open = lambda group, client: None
     assert not owner.submit(c2, "n0", b"db", b"SELECT 1", b"q")
     assert owner.counters["no_pipe"] == 1
+
+
+# --- prepared statements on a pipe ---------------------------------------------------------------------------
+
+def _prepare_ok(stmt_id: int, nparams: int) -> bytes:
+    """A COM_STMT_PREPARE response: OK-prepare, then one definition per parameter and an EOF (no columns)."""
+    out = [frame(b"\x00" + struct.pack("<IHHBH", stmt_id, 0, nparams, 0, 0), 1)]
+    seq = 2
+    for _ in range(nparams):
+        out.append(frame(b"\x03def\x00\x00\x00\x01?\x00\x0c\x3f\x00\x00\x00\x00\x00\xfd\x80\x00\x00\x00\x00", seq))
+        seq += 1
+    if nparams:
+        out.append(frame(b"\xfe\x00\x00\x02\x00", seq))
+    return b"".join(out)
+
+
+def _execute(client_stmt_id: int, value: int) -> bytes:
+    """A client's COM_STMT_EXECUTE of a one-parameter statement, types sent (new-params-bound flag 1)."""
+    return (b"\x17" + struct.pack("<IBI", client_stmt_id, 0, 1) + b"\x00" + b"\x01" + b"\x08\x00"
+            + struct.pack("<q", value))
+
+
+class ExecClient(FakeClient):
+    _execute_payload = ClientConnection._execute_payload
+
+
+def _owner_with(pipe: Pipe) -> Pipelines:
+    owner = pipe.owner
+    owner.nodes = {"n0": pipe.cfg}
+    owner.groups[pipe.group.key] = pipe.group
+    pipe.conn.db = b"db"
+    return owner
+
+
+SQL = b"SELECT c FROM sbtest1 WHERE id=?"
+
+
+def test_execute_waits_for_the_pipes_own_prepare(pipe: Pipe) -> None:
+    owner = _owner_with(pipe)
+    stmt = ClientStatement(1, SQL, "n0", 1, 1, [])
+    a, b = ExecClient("a"), ExecClient("b")
+    assert owner.submit(a, "n0", b"db", b"SELECT 0", b"q")  # a text SELECT is in flight on the pipe
+    assert not owner.submit_execute(b, "n0", b"db", stmt, _execute(1, 5))  # not prepared here: normal path
+    assert not owner.submit_execute(b, "n0", b"db", stmt, _execute(1, 5))  # the prepare is out once only
+    sent = pipe.conn.transport.data
+    assert sent.endswith(frame(b"\x16" + SQL, 0)) and sent.count(b"\x16" + SQL) == 1
+    assert owner.counters["prepared"] == 1 and owner.counters["not_prepared"] == 2
+    # a's result and the prepare response arrive in one chunk: a gets its bytes, the statement is kept
+    pipe.conn.data_received(_rs("a") + _prepare_ok(77, 1))
+    assert a.transport.data == _rs("a") and a.done == 1
+    assert not pipe.queue and not pipe.dead and pipe.conn.cached_stmt(SQL).stmt_id == 77
+    pipe.conn.transport.data = b""
+    assert owner.submit_execute(b, "n0", b"db", stmt, _execute(1, 5))
+    assert pipe.conn.transport.data == frame(b"\x17" + struct.pack("<I", 77) + _execute(1, 5)[5:], 0)
+    assert stmt.param_types == b"\x08\x00" and pipe.conn.cached_stmt(SQL).types_bound == b"\x08\x00"
+    pipe.conn.data_received(_rs("b"))
+    assert b.transport.data == _rs("b") and b.done == 1
+
+
+def test_prepare_response_then_client_response_at_every_split_point(pipe: Pipe) -> None:
+    owner = _owner_with(pipe)
+    stream_len = len(_prepare_ok(9, 1) + _rs("c"))
+    for cut in range(1, stream_len):
+        sql = SQL + b" AND k > " + str(cut).encode()  # a statement this pipe has not prepared yet
+        stmt = ClientStatement(1, sql, "n0", 1, 1, [])
+        assert not owner.submit_execute(ExecClient("a"), "n0", b"db", stmt, _execute(1, 5))
+        c = ExecClient("c")
+        assert owner.submit(c, "n0", b"db", b"SELECT 0", b"q")  # queued behind the prepare
+        stream = _prepare_ok(cut, 1) + _rs("c")
+        pipe.conn.data_received(stream[:cut])
+        pipe.conn.data_received(stream[cut:])
+        assert c.transport.data == _rs("c") and c.done == 1, cut
+        assert pipe.conn.cached_stmt(sql).stmt_id == cut and not pipe.queue and not pipe.dead, cut
+
+
+def test_failed_prepare_leaves_executes_on_the_normal_path(pipe: Pipe) -> None:
+    owner = _owner_with(pipe)
+    stmt = ClientStatement(1, SQL, "n0", 1, 1, [])
+    a = ExecClient("a")
+    assert not owner.submit_execute(a, "n0", b"db", stmt, _execute(1, 5))
+    pipe.conn.data_received(_err(b"Table 'db.sbtest1' doesn't exist"))
+    assert pipe.conn.cached_stmt(SQL) is None and not pipe.dead and a.transport.data == b""
+    assert not pipe.preparing  # a later execute may try again
+    assert not owner.submit_execute(a, "n0", b"db", stmt, _execute(1, 5))
+    assert owner.counters["prepared"] == 2
+
+
+def test_connection_lost_with_a_prepare_at_the_head(pipe: Pipe) -> None:
+    owner = _owner_with(pipe)
+    stmt = ClientStatement(1, SQL, "n0", 1, 1, [])
+    a, b = ExecClient("a"), ExecClient("b")
+    assert not owner.submit_execute(a, "n0", b"db", stmt, _execute(1, 5))
+    assert owner.submit(b, "n0", b"db", b"SELECT 0", b"q")
+    pipe.conn.connection_lost(None)
+    assert b.errors == [ER.CONNECTION_KILLED] and b.done == 1 and not b.closed
+    assert a.errors == [] and pipe.dead and not pipe.queue
+
+
+def test_execute_with_full_queue_does_not_touch_the_statement(pipe: Pipe) -> None:
+    owner = _owner_with(pipe)
+    stmt = ClientStatement(1, SQL, "n0", 1, 1, [])
+    pipe.conn.remember_statement(SQL, [b"\x00" + struct.pack("<IHHBH", 3, 0, 1, 0, 0)])
+    for i in range(4):
+        assert owner.submit(FakeClient(str(i)), "n0", b"db", b"SELECT 0", b"q")
+    assert not owner.submit_execute(ExecClient("x"), "n0", b"db", stmt, _execute(1, 5))
+    assert pipe.conn.cached_stmt(SQL).types_bound is None  # the types were not recorded as sent

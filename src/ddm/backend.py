@@ -421,14 +421,19 @@ class BackendConnection(BackendCore):
             self.stmts.move_to_end(key)
             return found, []
         packets = await self.command(b"\x16" + sql, KIND_PREPARE)
+        return self.remember_statement(sql, packets), packets
+
+    def remember_statement(self, sql: bytes, packets: list[bytes]) -> Prepared:
+        """Cache the statement a COM_STMT_PREPARE of `sql` made here (its OK response in `packets`); the least
+        recently used one beyond STMT_CACHE_SIZE is closed on the node."""
         head = packets[0]
         stmt = Prepared(stmt_id=struct.unpack_from("<I", head, 1)[0], nparams=struct.unpack_from("<H", head, 7)[0],
                         ncols=struct.unpack_from("<H", head, 5)[0], response=packets)
-        self.stmts[key] = stmt
+        self.stmts[(self.db, sql)] = stmt
         if len(self.stmts) > STMT_CACHE_SIZE:
             _, old = self.stmts.popitem(last=False)
             self.send_only(b"\x19" + struct.pack("<I", old.stmt_id))
-        return stmt, packets
+        return stmt
 
     def cached_stmt(self, sql: bytes) -> Prepared | None:
         """The statement prepared here for `sql` in the current database, if any."""

@@ -916,7 +916,13 @@ class ClientConnection(FrontendCore):
         node, phys = self._target()
         if stmt.node != node:
             node = stmt.node
-        conn = None if stmt.long_data or stmt.cursor_conn else self._ready_conn(node, phys)
+        # A cursor request (flags & 7) takes the slow path, which remembers the connection holding the cursor for
+        # COM_STMT_FETCH.
+        plain = not stmt.long_data and stmt.cursor_conn is None and len(payload) > 5 and not payload[5] & 0x07
+        pipes = self.server.pipelines
+        if plain and pipes.nodes and pipes.submit_execute(self, node, phys, stmt, payload):
+            return  # queued on a shared connection (ddm.pipeline)
+        conn = self._ready_conn(node, phys) if plain else None
         if conn is not None:
             bstmt = conn.cached_stmt(stmt.sql)
             if bstmt is not None:

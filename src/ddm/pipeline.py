@@ -15,6 +15,11 @@ Pipes are keyed by (node, physical database, flavour, session signature), so the
 connection (`ddm.session.synchronize`) is exactly the client's. Everything else, and everything when a pipe is
 missing, full (`max_depth`) or stuck behind a slow head (`max_head_wait`), takes the normal pooled path.
 
+Prepared statements: a COM_STMT_EXECUTE of a pipelinable statement (no cursor, no long data) runs on a pipe too,
+with the pipe connection's own statement id swapped in. A pipe that has not prepared the statement yet lets that
+execute take the normal path and queues a COM_STMT_PREPARE of its own (`_Prepare`), whose response it keeps in its
+connection's statement cache instead of forwarding it; the next executes find it there.
+
 Failure: an ERR answers one statement; the node goes on with the next command, so only that client sees it. A lost
 pipe connection gives every queued client what a client of a lost normal connection gets (ER_CONNECTION_KILLED, or
 a closed connection when part of its result was already sent), and the pipe is dropped. A client that disconnects
@@ -37,7 +42,8 @@ from ddm.constants import er as ER
 from ddm.constants import server_status as SS
 from ddm.session import synchronize
 from ddm_core.lexer import lex
-from ddm_core.protocol import KIND_RESULT, MODE_FORWARD
+from ddm_core.packets import frame
+from ddm_core.protocol import KIND_PREPARE, KIND_RESULT, MODE_COLLECT, MODE_FORWARD
 
 if TYPE_CHECKING:
     from ddm.backend import BackendConnection
@@ -89,6 +95,15 @@ def pipelinable(sql: bytes) -> bool:
     return v
 
 
+class _Prepare:
+    """A COM_STMT_PREPARE the pipe sends for itself: its response is kept, not forwarded to a client."""
+
+    __slots__ = ("sql",)
+
+    def __init__(self, sql: bytes) -> None:
+        self.sql = sql
+
+
 class _Signature:
     """What `ddm.session.synchronize` reads of a session: its signature."""
 
@@ -111,11 +126,12 @@ class Pipe:
         self.head_started = 0.0
         self.dead = False
         self.closing = False
+        self.preparing: set[bytes] = set()  # statements this pipe's own COM_STMT_PREPARE is out for
         conn.protocol_violation = self._extra  # bytes past the head's response: the next client's
 
-    def submit(self, client: ClientConnection, packet: bytes) -> bool:
-        q = self.queue
-        n = len(q)
+    def has_room(self) -> bool:
+        """Whether one more statement may join the queue now (not full, head not stuck)."""
+        n = len(self.queue)
         owner = self.owner
         if n >= self.cfg.max_depth:
             owner.counters["full"] += 1
@@ -123,30 +139,74 @@ class Pipe:
         if n and owner.loop.time() - self.head_started > self.cfg.max_head_wait:
             owner.counters["slow_head"] += 1
             return False
+        return True
+
+    def submit(self, client: ClientConnection, packet: bytes) -> bool:
+        if not self.has_room():
+            return False
+        self.push(client, packet)
+        return True
+
+    def push(self, client: ClientConnection, packet: bytes) -> None:
+        """Queue the client and send its framed command (the caller checked `has_room`)."""
+        q = self.queue
         q.append(client)
         client._piped = self
-        if n == 0:
+        if len(q) == 1:
             self._start(client)
         self.conn.transport.write(packet)
-        owner.counters["pipelined"] += 1
-        return True
+        self.owner.counters["pipelined"] += 1
+
+    def prepare(self, sql: bytes) -> None:
+        """Prepare `sql` on this pipe's connection, behind what is queued (once at a time per statement)."""
+        if sql in self.preparing or self.closing or self.dead:
+            return
+        self.preparing.add(sql)
+        item = _Prepare(sql)
+        self.queue.append(item)  # type: ignore[arg-type]
+        if len(self.queue) == 1:
+            self._start(item)  # type: ignore[arg-type]
+        self.conn.transport.write(frame(b"\x16" + sql, 0))
+        self.owner.counters["prepared"] += 1
 
     def _start(self, client: ClientConnection) -> None:
         conn = self.conn
-        conn.sink = client.transport if client.phase != PH_CLOSED else None
         conn._done_cb = self._done
-        conn.begin(MODE_FORWARD, KIND_RESULT)
+        if type(client) is _Prepare:
+            conn.sink = None
+            conn.packets = []
+            conn.begin(MODE_COLLECT, KIND_PREPARE)
+        else:
+            conn.sink = client.transport if client.phase != PH_CLOSED else None
+            conn.begin(MODE_FORWARD, KIND_RESULT)
         self.head_started = self.owner.loop.time()
 
     def _extra(self, extra: bytes) -> None:
         if not self.queue:  # bytes nobody asked for: the stream is out of step
             self.fail("unexpected bytes from the data node")
             return
+        if not extra:  # M_COLLECT (our own prepare) leaves what follows its response in the framer
+            extra = self.conn.framer.take_pending()
         self.leftover = extra
+
+    def _prepared(self, item: _Prepare, conn: BackendConnection) -> None:
+        """Our COM_STMT_PREPARE answered: keep the statement in the connection's cache (as conn.prepare would)."""
+        self.preparing.discard(item.sql)
+        packets, conn.packets = conn.packets, []
+        if conn.last_error or not packets or packets[0][:1] != b"\x00":
+            return  # the executes go on taking the normal path, which reports the error if there is one
+        conn.remember_statement(item.sql, packets)
 
     def _done(self, conn: BackendConnection) -> None:
         q = self.queue
         client = q.popleft()
+        if type(client) is _Prepare:
+            if conn.closed or conn.broken:
+                self.fail("connection lost", head_forwarded=False)
+                return
+            self._prepared(client, conn)  # type: ignore[arg-type]
+            self._next(conn)
+            return
         client._piped = None
         self._unpause(client)
         if conn.closed or conn.broken:
@@ -158,15 +218,25 @@ class Pipe:
             if client.phase != PH_CLOSED:
                 client.command_done()
             return
+        leftover = self._advance()
+        if client.phase != PH_CLOSED:
+            client.command_done()  # may queue this client's next statement here
+        if leftover and not self.dead:
+            conn.data_received(leftover)
+
+    def _advance(self) -> bytes:
+        """Start the next queued item; returns the bytes of its response that arrived with the last one."""
         leftover, self.leftover = self.leftover, b""
-        if q:
-            self._start(q[0])
+        if self.queue:
+            self._start(self.queue[0])
         elif leftover:
             self.fail("unexpected bytes from the data node")
         elif self.closing:
             self._close_conn()
-        if client.phase != PH_CLOSED:
-            client.command_done()  # may queue this client's next statement here
+        return leftover
+
+    def _next(self, conn: BackendConnection) -> None:
+        leftover = self._advance()
         if leftover and not self.dead:
             conn.data_received(leftover)
 
@@ -203,8 +273,10 @@ class Pipe:
         self.group.remove(self)
         if head_forwarded is None:
             head_forwarded = self.conn.forwarded_any
-        clients = list(self.queue)
+        clients = [c for c in self.queue if type(c) is not _Prepare]
+        head_forwarded = head_forwarded and bool(self.queue) and self.queue[0] is (clients[0] if clients else None)
         self.queue.clear()
+        self.preparing.clear()
         for c in clients:
             c._piped = None
             self._unpause(c)
@@ -259,8 +331,8 @@ class Pipelines:
         self.loop = server.loop
         self.groups: dict[tuple, _Group] = {}
         self.nodes: dict[str, PipelineConfig] = {}
-        self.counters = {"pipelined": 0, "refused_statement": 0, "refused_client": 0, "full": 0, "slow_head": 0,
-                         "no_pipe": 0, "opened": 0, "open_failed": 0, "failed": 0}
+        self.counters = {"pipelined": 0, "prepared": 0, "refused_statement": 0, "refused_client": 0, "full": 0, "slow_head": 0,
+                         "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
         self.configure(server.config)
 
     def configure(self, config: Config, changed: set[str] | frozenset[str] = frozenset()) -> None:
@@ -279,16 +351,37 @@ class Pipelines:
 
     def submit(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes, packet: bytes) -> bool:
         """Queue the client's SELECT on a pipe; False (and nothing done) means: take the normal path."""
+        pipe = self._pick(client, node, phys, sql)
+        return pipe is not None and pipe.submit(client, packet)
+
+    def submit_execute(self, client: ClientConnection, node: str, phys: bytes | None, stmt, payload: bytes) -> bool:
+        """Queue the client's COM_STMT_EXECUTE of a pipelinable prepared SELECT on a pipe, with the pipe's own
+        statement id; False (and nothing done) means: take the normal path."""
+        pipe = self._pick(client, node, phys, stmt.sql)
+        if pipe is None:
+            return False
+        bstmt = pipe.conn.cached_stmt(stmt.sql)
+        if bstmt is None:
+            pipe.prepare(stmt.sql)
+            self.counters["not_prepared"] += 1
+            return False
+        if not pipe.has_room():
+            return False
+        # built only now: it records on bstmt which parameter types that connection has been sent
+        pipe.push(client, frame(client._execute_payload(stmt, bstmt, payload), 0))
+        return True
+
+    def _pick(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes) -> Pipe | None:
         cfg = self.nodes.get(node)
         if cfg is None:
-            return False
+            return None
         if (client.conn is not None or client.sticky or client.txn_conns or client.txn_begin is not None
                 or not client.session.autocommit or client.cursors or client._piped is not None):
             self.counters["refused_client"] += 1
-            return False
+            return None
         if not pipelinable(sql):
             self.counters["refused_statement"] += 1
-            return False
+            return None
         key = (node, phys, client.flavour, client.session.signature)
         group = self.groups.get(key)
         now = self.loop.time()
@@ -305,7 +398,7 @@ class Pipelines:
                 self._open(group, client)
         if not pipes:
             self.counters["no_pipe"] += 1
-            return False
+            return None
         best = pipes[0]
         if len(pipes) > 1:
             for p in pipes:
@@ -313,8 +406,8 @@ class Pipelines:
                     best = p
         if best.conn.closed:
             best.fail("connection closed")
-            return False
-        return best.submit(client, packet)
+            return None
+        return best
 
     def _make_room(self, node: str, now: float) -> bool:
         """Whether a new group of `node` may be made: groups idle longer than the pool's idle_timeout are closed,

@@ -23,6 +23,7 @@ from ddm.pipeline import Pipelines
 from ddm.pool import PoolSet
 
 log = logging.getLogger("ddm.server")
+DRAIN_SETTLE = 0.3  # seconds a draining worker waits before closing idle clients (see Server.drain)
 
 
 class Server:
@@ -120,6 +121,11 @@ class Server:
     async def drain(self, timeout: float) -> None:
         """Close clients as they reach a transaction boundary; give up on the rest after `timeout`."""
         deadline = time.monotonic() + timeout
+        if self.clients:
+            # The master tells every worker of a retiring generation to stop at once, but each hears it on its own
+            # schedule: a client closed here reconnects at once and must land on the successor, not on a sibling
+            # that still accepts (it would be closed a second time). Wait until every sibling has stopped.
+            await asyncio.sleep(min(DRAIN_SETTLE, timeout))
         while self.clients and time.monotonic() < deadline:
             now = time.monotonic()
             for client in list(self.clients):

@@ -7,6 +7,7 @@ ddm runs in a thread of this process (thread form) so the tests can read the pip
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import pymysql
 import pytest
 from ddm_fixtures import *  # noqa: F403
-from ddm_fixtures import DDM, NO_TLS, PHYS, Node, ddm_config, free_port, query_all, start_ddm
+from ddm_fixtures import DDM, NO_TLS, PHYS, Node, RawClient, ddm_config, free_port, query_all, start_ddm
 
 pytestmark = pytest.mark.integration
 
@@ -291,3 +292,66 @@ def test_kill_query_does_not_touch_a_pipe(pddm: DDM) -> None:
     assert out == {"head": [(1,)], "queued": [(2,)]}
     for c in (head, queued, killer):
         c.close()
+
+
+def test_prepared_executes_share_the_pipe(pddm: DDM) -> None:
+    """Binary-protocol executes of many clients on the pipe: each gets its own rows, parameter types sent only on
+    a client's first execute still reach the pipe's own statement, and text SELECTs interleave."""
+    _pipe_ready(pddm)
+    before = _stats(pddm)
+    nclients, nexec = 8, 120
+    errors: list[str] = []
+    start = threading.Barrier(nclients)
+    sql = "SELECT ? + 0, CONCAT('v', ?), REPEAT('x', ?)"
+
+    def client(cid: int) -> None:
+        try:
+            with RawClient(pddm.port, user="ddm", password="ddm", db="app") as c:
+                stmt_id, _, nparams = c.prepare(sql)
+                assert nparams == 3
+                start.wait()
+                for n in range(nexec):
+                    rows = c.execute(stmt_id, [cid * 1000 + n, cid, n % 50], send_types=n == 0)
+                    want = [(cid * 1000 + n, b"v%d" % cid, b"x" * (n % 50))]
+                    if rows != want:
+                        errors.append(f"client {cid} exec {n}: {rows!r} != {want!r}")
+                    if n % 10 == 0 and c.query(f"SELECT {cid}, {n}") != [(b"%d" % cid, b"%d" % n)]:
+                        errors.append(f"client {cid} text {n}")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"client {cid}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    after = _stats(pddm)
+    # (the pipe's statement comes from its own COM_STMT_PREPARE, or was already prepared on the pooled connection
+    # the pipe took: either way the executes run on it)
+    assert after["pipelined"] - before["pipelined"] > nclients * nexec // 2, (before, after)
+    assert after["failed"] == before["failed"]
+
+
+def test_cursor_executes_are_not_pipelined(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    with RawClient(pddm.port, user="ddm", password="ddm", db="app") as c:
+        stmt_id, _, _ = c.prepare("SELECT seq FROM seq_1_to_5")
+        for _ in range(3):
+            assert [r[0] for r in c.execute(stmt_id)] == [1, 2, 3, 4, 5]  # the pipe prepares it meanwhile
+        before = _stats(pddm)["pipelined"]
+        c.command(c.execute_payload(stmt_id, [], flags=1))  # CURSOR_TYPE_READ_ONLY: rows come by COM_STMT_FETCH
+        head = c.read_packet()
+        assert head[0] == 1, head  # one column, then its definition and an EOF; rows only on fetch
+        c.read_packet()
+        eof = c.read_packet()
+        assert eof[0] == 0xFE and struct.unpack_from("<H", eof, 3)[0] & 0x40  # SERVER_STATUS_CURSOR_EXISTS
+        assert _stats(pddm)["pipelined"] == before
+        c.command(b"\x1c" + struct.pack("<II", stmt_id, 10))
+        fetched = []
+        while True:
+            p = c.read_packet()
+            if p[0] == 0xFE and len(p) < 9:
+                break
+            fetched.append(p)
+        assert len(fetched) == 5
