@@ -55,6 +55,8 @@ class Row:
     ddm: Run | None
     cpu_us_per_query: float | None
     relay_cpu_us_per_query: float | None = None
+    syscalls_per_query: float | None = None  # ddm's read+write syscalls (/proc/PID/io) per query
+    relay_syscalls_per_query: float | None = None
 
 
 # ------------------------------------------------------------------------------------------------ sysbench
@@ -113,9 +115,9 @@ def _tree(root: int) -> Iterator[int]:
         todo += kids.get(pid, [])
 
 
-def cpu_seconds(root: int) -> float:
-    """utime+stime of root and every live descendant, plus what root has reaped from exited children."""
-    total = 0
+def cpu_times(root: int) -> tuple[float, float]:
+    """(utime, stime) of root and every live descendant, plus what root has reaped from exited children."""
+    user = system = 0
     for pid in _tree(root):
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
@@ -123,10 +125,31 @@ def cpu_seconds(root: int) -> float:
         except OSError:
             continue  # exited between listing and reading
         # fields[0] is the state (stat field 3): utime/stime are stat fields 14/15, cutime/cstime 16/17
-        total += int(fields[11]) + int(fields[12])
+        user += int(fields[11])
+        system += int(fields[12])
         if pid == root:
-            total += int(fields[13]) + int(fields[14])
-    return total / CLK_TCK
+            user += int(fields[13])
+            system += int(fields[14])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(root: int) -> float:
+    return sum(cpu_times(root))
+
+
+def io_syscalls(root: int) -> int:
+    """read- and write-type syscalls (syscr + syscw of /proc/PID/io) of root and its live descendants: libuv reads
+    and writes sockets with read/write/writev, so this counts the socket I/O calls (epoll_wait is not included)."""
+    total = 0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                for line in f:
+                    if line.startswith(("syscr:", "syscw:")):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
 
 
 class DdmServer:
@@ -181,15 +204,17 @@ def _f(v: float | None, fmt: str) -> str:
 def markdown(rows: list[Row]) -> str:
     relay = any(r.relay_cpu_us_per_query is not None for r in rows)
     lines = ["| workload | ps-mode | direct QPS | ddm QPS | ddm/direct | direct p95 ms | ddm p95 ms | ddm CPU us/query |"
-             + (" bare relay CPU us/query |" if relay else ""),
-             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if relay else "")]
+             " ddm I/O syscalls/query |"
+             + (" bare relay CPU us/query | relay I/O syscalls/query |" if relay else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if relay else "")]
     for r in rows:
         ratio = r.ddm.qps / r.direct.qps if r.ddm and r.direct and r.direct.qps else None
         lines.append(f"| {r.workload} | {r.ps_mode} | {_f(r.direct and r.direct.qps, '.0f')} | "
                      f"{_f(r.ddm and r.ddm.qps, '.0f')} | {_f(ratio, '.2f')} | "
                      f"{_f(r.direct and r.direct.p95_ms, '.2f')} | {_f(r.ddm and r.ddm.p95_ms, '.2f')} | "
-                     f"{_f(r.cpu_us_per_query, '.1f')} |"
-                     + (f" {_f(r.relay_cpu_us_per_query, '.1f')} |" if relay else ""))
+                     f"{_f(r.cpu_us_per_query, '.1f')} | {_f(r.syscalls_per_query, '.2f')} |"
+                     + (f" {_f(r.relay_cpu_us_per_query, '.1f')} | {_f(r.relay_syscalls_per_query, '.2f')} |"
+                        if relay else ""))
     errors = sum((r.ddm.errors if r.ddm else 0) + (r.direct.errors if r.direct else 0) for r in rows)
     if errors:
         lines.append(f"\n{errors} errors ignored and retried by sysbench (deadlocks, lock wait timeouts).")
@@ -327,19 +352,29 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
             for ps_mode in opts.ps_modes:
                 print(f"{workload} ps-mode={ps_mode}: direct ...", file=sys.stderr)
                 d = measure(workload, ps_mode, direct, opts)
-                v, cpu = None, None
+                v, cpu, sys_q = None, None, None
                 if server is not None:
                     print(f"{workload} ps-mode={ps_mode}: ddm ...", file=sys.stderr)
-                    before = cpu_seconds(server.pid)
+                    (u0, s0), io_before = cpu_times(server.pid), io_syscalls(server.pid)
                     v = measure(workload, ps_mode, via, opts)
-                    cpu = (cpu_seconds(server.pid) - before) * 1e6 / v.queries if v.queries else None
-                relay_cpu = None
+                    if v.queries:
+                        u1, s1 = cpu_times(server.pid)
+                        cpu = (u1 + s1 - u0 - s0) * 1e6 / v.queries
+                        sys_q = (io_syscalls(server.pid) - io_before) / v.queries
+                        print(f"  ddm user {(u1 - u0) * 1e6 / v.queries:.1f} us + system {(s1 - s0) * 1e6 / v.queries:.1f}"
+                              " us per query", file=sys.stderr)
+                relay_cpu, relay_sys = None, None
                 if relay is not None:
                     print(f"{workload} ps-mode={ps_mode}: bare relay ...", file=sys.stderr)
-                    before = cpu_seconds(relay.pid)
+                    (u0, s0), io_before = cpu_times(relay.pid), io_syscalls(relay.pid)
                     r = measure(workload, ps_mode, dict(direct, port=relay_port), opts)
-                    relay_cpu = (cpu_seconds(relay.pid) - before) * 1e6 / r.queries if r.queries else None
-                rows.append(Row(workload, ps_mode, d, v, cpu, relay_cpu))
+                    if r.queries:
+                        u1, s1 = cpu_times(relay.pid)
+                        relay_cpu = (u1 + s1 - u0 - s0) * 1e6 / r.queries
+                        print(f"  relay user {(u1 - u0) * 1e6 / r.queries:.1f} us + system "
+                              f"{(s1 - s0) * 1e6 / r.queries:.1f} us per query", file=sys.stderr)
+                        relay_sys = (io_syscalls(relay.pid) - io_before) / r.queries
+                rows.append(Row(workload, ps_mode, d, v, cpu, relay_cpu, sys_q, relay_sys))
     finally:
         if relay is not None:
             relay.terminate()

@@ -102,10 +102,12 @@ def test_config_pipelining_problems(pool: dict, problem: str) -> None:
 class Sink:
     def __init__(self) -> None:
         self.data = b""
+        self.writes = 0
         self.paused = False
 
     def write(self, b: bytes) -> None:
         self.data += b
+        self.writes += 1
 
     def pause_reading(self) -> None:
         self.paused = True
@@ -180,7 +182,9 @@ def test_responses_in_order_across_chunks(pipe: Pipe) -> None:
     clients = [FakeClient(f"c{i}") for i in range(4)]
     for c in clients:
         assert pipe.submit(c, frame(b"\x03SELECT " + c.name.encode(), 0))
-    assert pipe.conn.transport.data.count(b"SELECT") == 4
+    assert pipe.conn.transport.writes == 0  # the commands of one loop iteration go out together
+    pipe._flush()
+    assert pipe.conn.transport.data.count(b"SELECT") == 4 and pipe.conn.transport.writes == 1
     stream = _rs("c0") + _err(b"no such table") + _rs("c2") + _rs("c3")
     pipe.conn.data_received(stream[:5])
     pipe.conn.data_received(stream[5:len(_rs("c0")) + 4])
@@ -350,6 +354,7 @@ def test_execute_waits_for_the_pipes_own_prepare(pipe: Pipe) -> None:
     assert owner.submit(a, "n0", b"db", b"SELECT 0", b"q")  # a text SELECT is in flight on the pipe
     assert not owner.submit_execute(b, "n0", b"db", stmt, _execute(1, 5))  # not prepared here: normal path
     assert not owner.submit_execute(b, "n0", b"db", stmt, _execute(1, 5))  # the prepare is out once only
+    pipe._flush()
     sent = pipe.conn.transport.data
     assert sent.endswith(frame(b"\x16" + SQL, 0)) and sent.count(b"\x16" + SQL) == 1
     assert owner.counters["prepared"] == 1 and owner.counters["not_prepared"] == 2
@@ -359,6 +364,7 @@ def test_execute_waits_for_the_pipes_own_prepare(pipe: Pipe) -> None:
     assert not pipe.queue and not pipe.dead and pipe.conn.cached_stmt(SQL).stmt_id == 77
     pipe.conn.transport.data = b""
     assert owner.submit_execute(b, "n0", b"db", stmt, _execute(1, 5))
+    pipe._flush()
     assert pipe.conn.transport.data == frame(b"\x17" + struct.pack("<I", 77) + _execute(1, 5)[5:], 0)
     assert stmt.param_types == b"\x08\x00" and pipe.conn.cached_stmt(SQL).types_bound == b"\x08\x00"
     pipe.conn.data_received(_rs("b"))

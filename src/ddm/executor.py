@@ -146,6 +146,11 @@ def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
             return False
         r = eu.units[0]
     node, phys = location(client, r[0])
+    pipes = client.server.pipelines
+    if (pipes.nodes and lexed.first_keyword == b"SELECT" and len(payload) > 5 and not payload[5] & 0x07
+            and pipes.submit_execute(client, node, phys, stmt, payload, r[1])):
+        stmt.last_payload = payload
+        return True  # queued on a shared connection (ddm.pipeline)
     conn = client._ready_conn(node, phys)
     if conn is None:
         return False

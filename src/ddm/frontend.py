@@ -718,6 +718,10 @@ class ClientConnection(FrontendCore):
     def _sharded_query(self, sql: bytes) -> None:
         route, lexed, bound = executor.fast_units(self, sql)
         if route is not None and not self.txn_conns and self.txn_begin is None:
+            pipes = self.server.pipelines
+            if (pipes.nodes and lexed.first_keyword == b"SELECT"
+                    and pipes.submit(self, route[0], route[1], sql, route[2], lexed.digest)):
+                return  # one shard's SELECT, queued on a shared connection (ddm.pipeline)
             conn = self._ready_conn(route[0], route[1])
             if conn is not None:
                 self._forward(conn, route[2])

@@ -3,8 +3,8 @@
 A MySQL server reads the commands of a connection one after the other and answers each completely before it
 reads the next, so responses come back in the order the commands were sent
 (https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_command_phase.html). A `Pipe` sends the text
-COM_QUERY of every client that joins its queue at once (uvloop coalesces the writes of one loop iteration into one
-syscall) and forwards the responses in order: `BackendCore` in M_FORWARD follows the head client's response and
+COM_QUERY of every client that joins its queue at once (the commands that arrive in one loop iteration go out in one
+write at the start of the next: uvloop itself writes at every `write()` call) and forwards the responses in order: `BackendCore` in M_FORWARD follows the head client's response and
 stops at its end; the rest of the chunk (`protocol_violation(extra)`) belongs to the next queued client. On a
 loaded box this saves the syscalls and wake-ups of one connection per statement (perf: ~30% CPU per point select).
 
@@ -82,11 +82,12 @@ def verdict(digest: bytes) -> bool:
     return not any(w.upper() in FORBIDDEN for w in _WORD.findall(digest))
 
 
-def pipelinable(sql: bytes) -> bool:
-    """`verdict` of the statement's digest, cached per digest (a lex, ~0.2 us, and a dict lookup)."""
+def pipelinable(sql: bytes, digest: bytes | None = None) -> bool:
+    """`verdict` of the statement's digest (given, or lexed here: ~0.2 us), cached per digest."""
     if len(sql) > MAX_SQL:
         return False
-    digest = lex(sql).digest
+    if digest is None:
+        digest = lex(sql).digest
     v = _verdicts.get(digest)
     if v is None:
         if len(_verdicts) >= MAX_VERDICTS:
@@ -127,6 +128,7 @@ class Pipe:
         self.dead = False
         self.closing = False
         self.preparing: set[bytes] = set()  # statements this pipe's own COM_STMT_PREPARE is out for
+        self.outbuf: list[bytes] = []  # commands queued in this loop iteration, written together by _flush
         conn.protocol_violation = self._extra  # bytes past the head's response: the next client's
 
     def has_room(self) -> bool:
@@ -154,8 +156,19 @@ class Pipe:
         client._piped = self
         if len(q) == 1:
             self._start(client)
-        self.conn.transport.write(packet)
+        self._send(packet)
         self.owner.counters["pipelined"] += 1
+
+    def _send(self, packet: bytes) -> None:
+        out = self.outbuf
+        if not out:
+            self.owner.loop.call_soon(self._flush)
+        out.append(packet)
+
+    def _flush(self) -> None:
+        out, self.outbuf = self.outbuf, []
+        if out and not self.dead and not self.conn.closed:
+            self.conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def prepare(self, sql: bytes) -> None:
         """Prepare `sql` on this pipe's connection, behind what is queued (once at a time per statement)."""
@@ -166,7 +179,7 @@ class Pipe:
         self.queue.append(item)  # type: ignore[arg-type]
         if len(self.queue) == 1:
             self._start(item)  # type: ignore[arg-type]
-        self.conn.transport.write(frame(b"\x16" + sql, 0))
+        self._send(frame(b"\x16" + sql, 0))
         self.owner.counters["prepared"] += 1
 
     def _start(self, client: ClientConnection) -> None:
@@ -195,6 +208,7 @@ class Pipe:
         packets, conn.packets = conn.packets, []
         if conn.last_error or not packets or packets[0][:1] != b"\x00":
             return  # the executes go on taking the normal path, which reports the error if there is one
+        self._flush()  # an eviction's COM_STMT_CLOSE must follow the executes already queued
         conn.remember_statement(item.sql, packets)
 
     def _done(self, conn: BackendConnection) -> None:
@@ -349,20 +363,25 @@ class Pipelines:
             self._drop(group)
         self.nodes = {}
 
-    def submit(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes, packet: bytes) -> bool:
-        """Queue the client's SELECT on a pipe; False (and nothing done) means: take the normal path."""
-        pipe = self._pick(client, node, phys, sql)
+    def submit(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes, packet: bytes,
+               digest: bytes | None = None) -> bool:
+        """Queue the client's SELECT (`sql` as the client sent it, `packet` the framed COM_QUERY for the node,
+        rewritten on a sharded database) on a pipe; False (and nothing done) means: take the normal path."""
+        pipe = self._pick(client, node, phys, sql, digest)
         return pipe is not None and pipe.submit(client, packet)
 
-    def submit_execute(self, client: ClientConnection, node: str, phys: bytes | None, stmt, payload: bytes) -> bool:
-        """Queue the client's COM_STMT_EXECUTE of a pipelinable prepared SELECT on a pipe, with the pipe's own
-        statement id; False (and nothing done) means: take the normal path."""
-        pipe = self._pick(client, node, phys, stmt.sql)
+    def submit_execute(self, client: ClientConnection, node: str, phys: bytes | None, stmt, payload: bytes,
+                       node_sql: bytes | None = None) -> bool:
+        """Queue the client's COM_STMT_EXECUTE of a pipelinable prepared SELECT on a pipe, with the id of the pipe's
+        own statement for `node_sql` (the shard's rewritten text; stmt.sql on a pass-through database); False (and
+        nothing done) means: take the normal path."""
+        pipe = self._pick(client, node, phys, stmt.sql, stmt.lexed.digest if stmt.lexed is not None else None)
         if pipe is None:
             return False
-        bstmt = pipe.conn.cached_stmt(stmt.sql)
+        sql = stmt.sql if node_sql is None else node_sql
+        bstmt = pipe.conn.cached_stmt(sql)
         if bstmt is None:
-            pipe.prepare(stmt.sql)
+            pipe.prepare(sql)
             self.counters["not_prepared"] += 1
             return False
         if not pipe.has_room():
@@ -371,7 +390,8 @@ class Pipelines:
         pipe.push(client, frame(client._execute_payload(stmt, bstmt, payload), 0))
         return True
 
-    def _pick(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes) -> Pipe | None:
+    def _pick(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes,
+              digest: bytes | None) -> Pipe | None:
         cfg = self.nodes.get(node)
         if cfg is None:
             return None
@@ -379,7 +399,7 @@ class Pipelines:
                 or not client.session.autocommit or client.cursors or client._piped is not None):
             self.counters["refused_client"] += 1
             return None
-        if not pipelinable(sql):
+        if not pipelinable(sql, digest):
             self.counters["refused_statement"] += 1
             return None
         key = (node, phys, client.flavour, client.session.signature)

@@ -332,11 +332,16 @@ class DiffEnv:
 def _write_config(box: sb.Sandbox, path: Path, layout: Layout = DIFFT) -> None:
     rules = yaml.safe_load(layout.rules.read_text())
     nodes = {}
+    pool: dict = {"min_size": 0, "max_size": 32}
+    if layout is DIFFT:
+        # one-shard SELECTs outside transactions run on shared pipelined connections (ddm.pipeline) here, so the
+        # oracle checks that path too; the corpus layouts keep the plain pooled path
+        pool["pipelining"] = {"connections": 1}
     for node in box.nodes:
         p = box.primary(node)
         # no replicas: reads must see the writes of the DML test at once
         nodes[node] = {"host": "127.0.0.1", "port": p.port, "unix_socket": p.socket, "user": box.node_user,
-                       "password": box.node_password, "pool": {"min_size": 0, "max_size": 32}}
+                       "password": box.node_password, "pool": dict(pool)}
     cfg = {
         "server": {"listen": "127.0.0.1:0", "workers": 1, "tls": {"enabled": False}, "log_level": "warning",
                    "plan_cache_size": 4096},

@@ -27,7 +27,21 @@ SLOW = "SELECT SUM(seq) > 0 FROM seq_1_to_{n}"  # MariaDB's sequence engine: a r
 def pddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDM]:
     n0 = node0.conf()
     n0["pool"] = {**n0["pool"], "pipelining": {"connections": 1, "max_depth": 8, "max_head_wait": "300ms"}}
-    dbs = {"app": {"node": "n0", "database": PHYS["app"]}}
+    dbs = {"app": {"node": "n0", "database": PHYS["app"]},
+           # sharded: kv split over two physical databases of n0 x two tables, by k % 4
+           "shp": {"datasources": {"ds${0..1}": {"node": "n0", "database": "pipe_sh_${0..1}"}},
+                   "tables": {"kv": {"nodes": "ds${0..1}.kv_${0..1}",
+                                     "database_strategy": {"column": "k", "algorithm": "mod"},
+                                     "table_strategy": {"column": "k", "algorithm": "two_level"}}}}}
+    with pymysql.connect(host="127.0.0.1", port=node0.port, user=node0.user, password=node0.password,
+                         autocommit=True) as c, c.cursor() as cur:
+        for i in range(2):
+            cur.execute(f"DROP DATABASE IF EXISTS pipe_sh_{i}")
+            cur.execute(f"CREATE DATABASE pipe_sh_{i}")
+            for t in range(2):
+                cur.execute(f"CREATE TABLE pipe_sh_{i}.kv_{t} (k INT PRIMARY KEY, v VARCHAR(20))")
+                rows = [k for k in range(200) if k % 2 == i and k // 2 % 2 == t]
+                cur.execute(f"INSERT INTO pipe_sh_{i}.kv_{t} VALUES " + ", ".join(f"({k}, 'v{k}')" for k in rows))
     d = start_ddm(tmp_path_factory.mktemp("pddm"), ddm_config(free_port(), {"n0": n0}, dbs), mode="thread")
     try:
         yield d
@@ -355,3 +369,41 @@ def test_cursor_executes_are_not_pipelined(pddm: DDM) -> None:
                 break
             fetched.append(p)
         assert len(fetched) == 5
+
+
+def test_sharded_single_shard_selects_share_the_pipe(pddm: DDM) -> None:
+    """One-shard SELECTs of a sharded database (text: point route; prepared: execute point route) go through the
+    pipes of their shard's physical database, rewritten; every client still gets the row of its own key."""
+    _pipe_ready(pddm)
+    before = _stats(pddm)
+    nclients, n = 6, 100
+    errors: list[str] = []
+    start = threading.Barrier(nclients)
+
+    def client(cid: int) -> None:
+        try:
+            with RawClient(pddm.port, user="ddm", password="ddm", db="shp") as c:
+                stmt_id, _, _ = c.prepare("SELECT k, v FROM kv WHERE k = ?")
+                start.wait()
+                for i in range(n):
+                    k = (cid * 37 + i * 11) % 200
+                    if c.query(f"SELECT v FROM kv WHERE k = {k}") != [(b"v%d" % k,)]:
+                        errors.append(f"client {cid} text k={k}")
+                    rows = c.execute(stmt_id, [k], send_types=i == 0)
+                    if rows != [(k, b"v%d" % k)]:
+                        errors.append(f"client {cid} exec k={k}: {rows!r}")
+                assert c.query("SELECT v FROM kv WHERE k = 1000") == []  # no such row, still one shard
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"client {cid}: {exc!r}")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    after = _stats(pddm)
+    assert after["pipelined"] - before["pipelined"] > nclients * n, (before, after)  # most of the 2 x 600
+    assert after["failed"] == before["failed"]
+    # one group per physical database of the sharded database (and the pass-through ones)
+    assert {k[1] for k in pddm._server.pipelines.groups} >= {b"pipe_sh_0", b"pipe_sh_1"}
