@@ -26,15 +26,44 @@ def plan(eu, in_txn=False):
     return plan_sources(eu, LOC.__getitem__, in_txn)
 
 
-def test_concatenation_sends_one_multi_statement_per_source():
-    eu = ExecutionUnits(units(("ds0", b"SELECT a FROM t_0"), ("ds1", b"SELECT a FROM t_1"),
+def test_concatenation_sends_one_union_all_per_source():
+    eu = ExecutionUnits(units(("ds0", b"SELECT a FROM t_0 -- c"), ("ds1", b"SELECT a FROM t_1"),
                               ("ds0", b"SELECT a FROM t_2;")), merge())
     sources, nshards = plan(eu)
-    assert nshards == 3
+    assert nshards == 2  # one result set per source
     assert [(s.datasource, s.node, s.phys, s.sql, s.shards) for s in sources] == [
-        ("ds0", "n0", b"p0", b"SELECT a FROM t_0\n;\nSELECT a FROM t_2", [0, 2]),
+        ("ds0", "n0", b"p0", b"(SELECT a FROM t_0 -- c\n) UNION ALL (SELECT a FROM t_2\n)", [0]),
         ("ds1", "n1", b"p1", b"SELECT a FROM t_1", [1]),
     ]
+
+
+def test_concatenation_with_limit_keeps_each_branch_limit_and_bounds_the_union():
+    eu = ExecutionUnits(units(("ds0", b"SELECT a FROM t_0 LIMIT 0, 7"), ("ds0", b"SELECT a FROM t_2 LIMIT 0, 7")),
+                        merge(limit=5, offset=2))
+    sources, nshards = plan(eu)
+    assert nshards == 1
+    assert sources[0].sql == b"(SELECT a FROM t_0 LIMIT 0, 7\n) UNION ALL (SELECT a FROM t_2 LIMIT 0, 7\n) LIMIT 7"
+
+
+def test_statements_unfit_for_a_union_branch_go_as_a_multi_statement():
+    for sql in (b"SELECT SQL_CALC_FOUND_ROWS a FROM t_{}", b"SELECT a FROM t_{} UNION SELECT 1",
+                b"WITH x AS (SELECT 1) SELECT a FROM t_{}", b"SELECT sql_no_cache a FROM t_{}"):
+        eu = ExecutionUnits(units(("ds0", sql.replace(b"{}", b"0")), ("ds0", sql.replace(b"{}", b"1")),
+                                  ("ds1", sql.replace(b"{}", b"2"))), merge())
+        sources, nshards = plan(eu)
+        assert nshards == 3, sql
+        assert sources[0].sql == sql.replace(b"{}", b"0") + b"\n;\n" + sql.replace(b"{}", b"1")
+        assert sources[0].shards == [0, 1] and sources[1].shards == [2]
+        # a k-way merge needs one sorted stream per source: without the UNION form it stays buffered
+        kway = ExecutionUnits(eu.units, merge(order_by=((0, False),)))
+        assert plan(kway) is None, sql
+
+
+def test_locking_reads_stream_as_a_union():
+    eu = ExecutionUnits(units(("ds0", b"SELECT a FROM t_0 FOR UPDATE"), ("ds0", b"SELECT a FROM t_1 FOR UPDATE")),
+                        merge())
+    sources, _ = plan(eu)
+    assert sources[0].sql == b"(SELECT a FROM t_0 FOR UPDATE\n) UNION ALL (SELECT a FROM t_1 FOR UPDATE\n)"
 
 
 def test_kway_merge_gets_one_sorted_union_per_source():

@@ -139,9 +139,13 @@ def apply_edits(sql: bytes, edits: Iterable[Edit], lo: int = 0, hi: int | None =
     lying inside an earlier, larger one is dropped (a parameter inside a LIMIT clause that is rewritten as a
     whole); any other overlap is a bug and raises ValueError. Insertions sort before a replacement at the same
     offset."""
-    if hi is None:
-        hi = len(sql)
-    parts: list[bytes] = []
+    return b"".join(_edit_parts(sql, edits, lo, len(sql) if hi is None else hi))  # type: ignore[arg-type]
+
+
+def _edit_parts(sql: bytes, edits: Iterable[tuple[int, int, object]], lo: int, hi: int) -> list:
+    """apply_edits before the join: the pieces in order, each replacement as given (bytes, or a slot number that
+    `_bind_query` fills per target)."""
+    parts: list = []
     pos = lo
     last_start = -1
     for start, end, repl in sorted(edits, key=_edit_key):
@@ -156,7 +160,7 @@ def apply_edits(sql: bytes, edits: Iterable[Edit], lo: int = 0, hi: int | None =
         pos = end
         last_start = start
     parts.append(sql[pos:hi])
-    return b"".join(parts)
+    return parts
 
 
 def _edit_key(edit: Edit) -> tuple[int, bool, int]:
@@ -335,6 +339,16 @@ def _bind_query(plan: QueryPlan, b: _Bound) -> ExecutionUnits:
                               mode == ROUTE_ALL)
     spans = [(lexed.start(r.first), lexed.end(r.last)) for r in refs]
     units = []
+    if per_target_scatter is None and in_values is None:
+        # Every target gets the same text but for its physical table names: cut it once, fill the names per target
+        parts = _edit_parts(sql, common + [(s, e, k) for k, (s, e) in enumerate(spans)], 0, len(sql))
+        slots = [(i, p) for i, p in enumerate(parts) if type(p) is int]
+        for tg in targets:
+            repl = names[tg]
+            for i, k in slots:
+                parts[i] = repl[k]
+            units.append(Unit(tg[0], b"".join(parts)))
+        return ExecutionUnits(tuple(units), merge, (), plan.is_write, mode == ROUTE_ALL)
     for tg in targets:
         repl = names[tg]
         edits = list(common)

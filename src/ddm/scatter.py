@@ -6,11 +6,15 @@ Used for scatter SELECTs the merger handles with bounded state, a plain concaten
 GROUP BY, aggregates, DISTINCT and HAVING keep the buffered path in ddm.executor: their state grows with the
 groups whatever the transport does.
 
-One connection per data source. A concatenation sends a source's statements as one multi-statement query and
-reads its results in turn. A k-way merge needs every shard's head row at once, which a multi-statement response
-cannot give (its second result only starts after the first has been read whole), so a source holding several
-physical tables gets them as one `(...) UNION ALL (...) ORDER BY <positions> LIMIT n` statement: the data node
-merges its own tables and ddm merges one sorted stream per source.
+One connection per data source, one result set per source: a source holding several physical tables gets them as
+one `(...) UNION ALL (...)` statement (MariaDB >= 10.1.1 and MySQL >= 5.7.3 stream a UNION ALL without a temporary
+table), with `ORDER BY <positions> LIMIT n` for a k-way merge, so the data node merges its own tables and ddm merges
+one stream per source. A k-way merge needs every shard's head row at once, which a multi-statement response cannot
+give (its second result only starts after the first has been read whole). A statement that may not stand in a
+UNION branch as written (locking reads are fine in MariaDB, but SQL_CALC_FOUND_ROWS, INTO, query-cache and
+optimizer hints, a WITH clause or a UNION of its own are not taken apart here: `UNION_UNSAFE`) is sent as a
+multi-statement query for a concatenation, whose results are read in turn, and takes the buffered path for a k-way
+merge.
 
 Flow control: a source whose current shard has `STREAM_BUFFER` rows waiting in the merger, or every source while
 the client's socket is full, is not read (transport.pause_reading); the data node's TCP window does the waiting.
@@ -24,6 +28,7 @@ it is never reported as success. The command ends only when every connection has
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -41,6 +46,11 @@ STREAM_BUFFER = 1000  # rows waiting in the merger per shard before that shard's
 MAX_PAYLOAD = 0xFFFFFF
 
 PH_HEAD, PH_COLS, PH_COLS_EOF, PH_ROWS = range(4)
+
+# Words after which a shard's statement is not put in a UNION ALL branch (see the module docstring). A match inside
+# a string literal only costs the UNION form.
+UNION_UNSAFE = re.compile(rb"\b(?:SQL_CALC_FOUND_ROWS|INTO|SQL_NO_CACHE|SQL_CACHE|HIGH_PRIORITY|STRAIGHT_JOIN|"
+                          rb"SQL_BUFFER_RESULT|SQL_SMALL_RESULT|SQL_BIG_RESULT|PROCEDURE|WITH|UNION)\b", re.I)
 
 
 class Source:
@@ -78,15 +88,19 @@ def plan_sources(eu: ExecutionUnits, location: Callable[[str], tuple[str, bytes]
     for i, unit in enumerate(eu.units):
         groups.setdefault(unit.datasource, []).append(i)
     kway = bool(desc.order_by)
-    if kway and any(len(idx) > 1 for idx in groups.values()) and any(c < 0 for c, _ in desc.order_by):
-        return None  # `SELECT *` with ORDER BY: the UNION's ORDER BY positions are not known before the columns
+    several = any(len(idx) > 1 for idx in groups.values())
+    union = several and UNION_UNSAFE.search(eu.units[0].sql) is None  # the units differ in names and values only
+    if kway and several and (not union or any(c < 0 for c, _ in desc.order_by)):
+        # `SELECT *` with ORDER BY: the UNION's ORDER BY positions are not known before the columns
+        return None
+    one_per_source = kway or union
     sources = []
     for n, (ds, idx) in enumerate(groups.items()):
         node, phys = location(ds)
         sqls = [_statement(eu.units[i].sql) for i in idx]
         if len(sqls) == 1:
-            sql, shards = sqls[0], [n if kway else idx[0]]
-        elif kway:
+            sql, shards = sqls[0], [n if one_per_source else idx[0]]
+        elif union:
             sql, shards = _union(sqls, desc.order_by, desc.limit, desc.offset), [n]
         else:
             # "\n;\n": a statement ending in a `--` or `#` comment cannot swallow the separator
@@ -94,7 +108,7 @@ def plan_sources(eu: ExecutionUnits, location: Callable[[str], tuple[str, bytes]
         sources.append(Source(ds, node, phys, sql, shards))
     if in_txn and len({s.node for s in sources}) < len(sources):
         return None  # a transaction has one connection per node: two sources of one node cannot stream at once
-    return sources, (len(sources) if kway else len(eu.units))
+    return sources, (len(sources) if one_per_source else len(eu.units))
 
 
 def _statement(sql: bytes) -> bytes:
@@ -106,7 +120,7 @@ def _union(sqls: list[bytes], order_by, limit: int | None, offset: int) -> bytes
     body = b" UNION ALL ".join(b"(" + s + b"\n)" for s in sqls)
     order = b", ".join(b"%d%s" % (c + 1, b" DESC" if desc else b"") for c, desc in order_by)
     tail = b" LIMIT %d" % (limit + offset) if limit is not None else b""
-    return body + b" ORDER BY " + order + tail
+    return body + (b" ORDER BY " + order if order else b"") + tail
 
 
 class ScatterStream:
