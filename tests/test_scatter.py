@@ -7,7 +7,7 @@ generated multi-shard SELECT, in tests/integration/test_differential.py.
 from __future__ import annotations
 
 from ddm.plan import ExecutionUnits, MergeDesc, Unit
-from ddm.scatter import plan_sources
+from ddm.scatter import plan_sources, union_units
 
 LOC = {"ds0": ("n0", b"p0"), "ds1": ("n1", b"p1"), "ds2": ("n0", b"p2")}
 
@@ -103,3 +103,39 @@ def test_a_transaction_cannot_stream_two_sources_of_one_node():
     eu = ExecutionUnits(units(("ds0", b"SELECT 1"), ("ds2", b"SELECT 1")), merge())
     assert plan(eu, in_txn=False) is not None
     assert plan(eu, in_txn=True) is None
+
+
+# --- the buffered path (GROUP BY, aggregates, DISTINCT): one UNION ALL unit per data source -------------------
+
+def test_buffered_units_of_a_source_become_one_union_sorted_for_the_merger():
+    eu = ExecutionUnits(units(("ds0", b"SELECT k, SUM(v) FROM t_0 GROUP BY k"), ("ds1", b"SELECT k, SUM(v) FROM t_1 "
+                                                                                      b"GROUP BY k"),
+                              ("ds0", b"SELECT k, SUM(v) FROM t_2 GROUP BY k")),
+                        merge(group_by=(0,), aggregates=((1, "sum", ()),), order_by=((1, True),)))
+    got = union_units(eu)
+    assert got == (Unit("ds0", b"(SELECT k, SUM(v) FROM t_0 GROUP BY k\n) UNION ALL "
+                               b"(SELECT k, SUM(v) FROM t_2 GROUP BY k\n) ORDER BY 1"),  # group order, no LIMIT
+                   Unit("ds1", b"SELECT k, SUM(v) FROM t_1 GROUP BY k"))
+    distinct = ExecutionUnits(units(("ds0", b"SELECT DISTINCT c FROM t_0 ORDER BY c LIMIT 0, 5"),
+                                    ("ds0", b"SELECT DISTINCT c FROM t_1 ORDER BY c LIMIT 0, 5")),
+                              merge(distinct=True, order_by=((0, False),), limit=5))
+    assert union_units(distinct) == (Unit("ds0", b"(SELECT DISTINCT c FROM t_0 ORDER BY c LIMIT 0, 5\n) UNION ALL "
+                                                 b"(SELECT DISTINCT c FROM t_1 ORDER BY c LIMIT 0, 5\n) ORDER BY 1"),)
+    total = ExecutionUnits(units(("ds0", b"SELECT SUM(k) FROM t_0"), ("ds0", b"SELECT SUM(k) FROM t_1")),
+                           merge(aggregates=((0, "sum", ()),)))
+    assert union_units(total) == (Unit("ds0", b"(SELECT SUM(k) FROM t_0\n) UNION ALL (SELECT SUM(k) FROM t_1\n)"),)
+
+
+def test_buffered_units_stay_apart_when_they_must():
+    one_each = ExecutionUnits(units(("ds0", b"SELECT COUNT(*) FROM t_0"), ("ds1", b"SELECT COUNT(*) FROM t_1")),
+                              merge(aggregates=((0, "count", ()),)))
+    assert union_units(one_each) is None  # nothing to join
+    unsafe = ExecutionUnits(units(("ds0", b"SELECT SQL_CALC_FOUND_ROWS COUNT(*) FROM t_0"),
+                                  ("ds0", b"SELECT SQL_CALC_FOUND_ROWS COUNT(*) FROM t_1")),
+                            merge(aggregates=((0, "count", ()),)))
+    assert union_units(unsafe) is None
+    star = ExecutionUnits(units(("ds0", b"SELECT * FROM t_0"), ("ds0", b"SELECT * FROM t_1")),
+                          merge(distinct=True, order_by=((-1, False),), visible_columns=-1, nderived=1))
+    assert union_units(star) is None
+    write = ExecutionUnits(units(("ds0", b"DELETE FROM t_0"), ("ds0", b"DELETE FROM t_1")), None, is_write=True)
+    assert union_units(write) is None

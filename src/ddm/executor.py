@@ -377,7 +377,8 @@ async def _execute_plan(client: ClientConnection, plan: Plan, lexed, params, bin
 async def _run_and_reply(client: ClientConnection, eu, binary: bool) -> None:
     if await _stream_select(client, eu, binary):
         return
-    results = await _run_units(client, eu.units, lambda u: b"\x03" + u.sql)
+    units = scatter.union_units(eu) or eu.units  # one result set per data source where the statement allows
+    results = await _run_units(client, units, lambda u: b"\x03" + u.sql)
     _reply(client, results, eu, binary)
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.constants import er as ER
+from ddm.plan import Unit
 from ddm.rowcodec import ColumnDef, read_lenenc, text_rows_to_binary
 from ddm_core.merge import Merger, MergeSpec
 from ddm_core.packets import eof_packet, err_packet, frame, lenenc_int, ok_packet
@@ -109,6 +110,26 @@ def plan_sources(eu: ExecutionUnits, location: Callable[[str], tuple[str, bytes]
     if in_txn and len({s.node for s in sources}) < len(sources):
         return None  # a transaction has one connection per node: two sources of one node cannot stream at once
     return sources, (len(sources) if one_per_source else len(eu.units))
+
+
+def union_units(eu: ExecutionUnits) -> tuple[Unit, ...] | None:
+    """For the buffered path (GROUP BY, aggregates, DISTINCT, HAVING): the units of each data source as one
+    `(...) UNION ALL (...)` unit, sorted by the node the way the merger expects each of its inputs (group columns
+    when grouping, else the ORDER BY). None when every source has one unit or a statement cannot be a branch."""
+    desc = eu.merge
+    if desc is None or eu.is_write or len(eu.units) < 2:
+        return None
+    groups: dict[str, list[int]] = {}
+    for i, unit in enumerate(eu.units):
+        groups.setdefault(unit.datasource, []).append(i)
+    if len(groups) == len(eu.units) or UNION_UNSAFE.search(eu.units[0].sql) is not None:
+        return None
+    order = tuple((g, False) for g in desc.group_by) if desc.group_by else desc.order_by
+    if any(c < 0 for c, _ in order):
+        return None  # positions counted from the end (`SELECT *` with derived columns): unknown here
+    return tuple(eu.units[idx[0]] if len(idx) == 1
+                 else Unit(ds, _union([_statement(eu.units[i].sql) for i in idx], order, None, 0))
+                 for ds, idx in groups.items())
 
 
 def _statement(sql: bytes) -> bytes:
