@@ -394,9 +394,9 @@ def test_failed_prepare_leaves_executes_on_the_normal_path(pipe: Pipe) -> None:
     assert not owner.submit_execute(a, "n0", b"db", stmt, _execute(1, 5))
     pipe.conn.data_received(_err(b"Table 'db.sbtest1' doesn't exist"))
     assert pipe.conn.cached_stmt(SQL) is None and not pipe.dead and a.transport.data == b""
-    assert not pipe.preparing  # a later execute may try again
+    assert not pipe.preparing and SQL in pipe.unpreparable
     assert not owner.submit_execute(a, "n0", b"db", stmt, _execute(1, 5))
-    assert owner.counters["prepared"] == 2
+    assert owner.counters["prepared"] == 1  # not sent again: every execute would pay a failing prepare
 
 
 def test_connection_lost_with_a_prepare_at_the_head(pipe: Pipe) -> None:

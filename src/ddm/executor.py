@@ -134,6 +134,7 @@ def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
     lexed = stmt.lexed
     if lexed.first_keyword in TXN_WORDS:
         return False
+    payload = without_cursor(payload)
     point = plan.point
     r = point.route_execute(lexed, payload, stmt.nparams, stmt.param_types) if point is not None else None
     if r is None:
@@ -147,7 +148,7 @@ def fast_execute(client: ClientConnection, stmt, payload: bytes) -> bool:
         r = eu.units[0]
     node, phys = location(client, r[0])
     pipes = client.server.pipelines
-    if (pipes.nodes and lexed.first_keyword == b"SELECT" and len(payload) > 5 and not payload[5] & 0x07
+    if (pipes.nodes and lexed.first_keyword == b"SELECT"
             and pipes.submit_execute(client, node, phys, stmt, payload, r[1])):
         stmt.last_payload = payload
         return True  # queued on a shared connection (ddm.pipeline)
@@ -225,12 +226,25 @@ async def _run_units(client: ClientConnection, units, payload_of) -> list:
         finally:
             _settle_unit_conn(client, conn)
 
-    in_txn = client.txn_begin is not None or client.txn_conns or client.conn is not None
-    if len(groups) == 1 or in_txn:
-        for ds, idx in groups.items():  # one connection per node inside a transaction: one group at a time
+    if len(groups) == 1:
+        for ds, idx in groups.items():
             await one(ds, idx)
         return results
-    outcome = await asyncio.gather(*(one(ds, idx) for ds, idx in groups.items()), return_exceptions=True)
+    in_txn = client.txn_begin is not None or client.txn_conns or client.conn is not None
+    if in_txn:
+        # one connection per node inside a transaction: the data sources of one node take turns on it, the
+        # nodes run in parallel
+        per_node: dict[str, list[tuple[str, list[int]]]] = {}
+        for ds, idx in groups.items():
+            per_node.setdefault(location(client, ds)[0], []).append((ds, idx))
+
+        async def node_turns(turns: list[tuple[str, list[int]]]) -> None:
+            for ds, idx in turns:
+                await one(ds, idx)
+
+        outcome = await asyncio.gather(*(node_turns(t) for t in per_node.values()), return_exceptions=True)
+    else:
+        outcome = await asyncio.gather(*(one(ds, idx) for ds, idx in groups.items()), return_exceptions=True)
     for item in outcome:
         if isinstance(item, BaseException):
             raise item
@@ -393,16 +407,8 @@ async def _stream_select(client: ClientConnection, eu, binary: bool) -> bool:
     async def connect(src: scatter.Source) -> None:
         src.conn = await _conn_for_unit(client, src.node, src.phys)
 
-    if in_txn:  # one node's transaction connection at a time, as _run_units does
-        outcome: list = []
-        for src in sources:
-            try:
-                await connect(src)
-            except BaseException as exc:  # noqa: BLE001 - released below, then raised
-                outcome.append(exc)
-                break
-    else:
-        outcome = await asyncio.gather(*(connect(s) for s in sources), return_exceptions=True)
+    # (in a transaction every source is on its own node: plan_sources made sure, so each has its node's connection)
+    outcome = await asyncio.gather(*(connect(s) for s in sources), return_exceptions=True)
     failed = next((x for x in outcome if isinstance(x, BaseException)), None)
     if failed is not None:
         for src in sources:
@@ -477,9 +483,20 @@ async def prepare(client: ClientConnection, sql: bytes):
     return plan, lexed, prepared, node
 
 
+def without_cursor(payload: bytes) -> bytes:
+    """A COM_STMT_EXECUTE with its cursor request (flags & 7) dropped. On a sharded database the rows come back as
+    an ordinary result set: a node's cursor (or a merged result) cannot be fetched by this client's later
+    COM_STMT_FETCH. A server may answer a cursor request so: the client sees no SERVER_STATUS_CURSOR_EXISTS and reads
+    the rows that follow, as it does for statements that cannot have a cursor."""
+    if len(payload) > 5 and payload[5] & 0x07:
+        return payload[:5] + bytes((payload[5] & ~0x07,)) + payload[6:]
+    return payload
+
+
 async def execute(client: ClientConnection, stmt, payload: bytes) -> None:
     from ddm.params import decode_params
 
+    payload = without_cursor(payload)
     long_data: dict[int, bytes] = {}
     for chunk in stmt.long_data:
         pid = struct.unpack_from("<H", chunk, 5)[0]

@@ -55,6 +55,7 @@ log = logging.getLogger("ddm.pipeline")
 PH_CLOSED = 3  # ddm.frontend.PH_CLOSED (not imported: frontend imports this module)
 MAX_SQL = 16384  # longer statements take the normal path
 RETRY_AFTER = 1.0  # seconds before opening a pipe is tried again after a failure
+MAX_UNPREPARABLE = 256  # statements a pipe remembers it could not prepare
 MAX_KEYS_PER_NODE = 16  # distinct (database, flavour, signature) pipe groups per node; more go the normal path
 
 # Words that make a SELECT depend on, or change, the state of the connection it runs on, or lock, wait, write or
@@ -128,6 +129,7 @@ class Pipe:
         self.dead = False
         self.closing = False
         self.preparing: set[bytes] = set()  # statements this pipe's own COM_STMT_PREPARE is out for
+        self.unpreparable: set[bytes] = set()  # statements whose prepare failed here: not tried again
         self.outbuf: list[bytes] = []  # commands queued in this loop iteration, written together by _flush
         conn.protocol_violation = self._extra  # bytes past the head's response: the next client's
 
@@ -172,7 +174,7 @@ class Pipe:
 
     def prepare(self, sql: bytes) -> None:
         """Prepare `sql` on this pipe's connection, behind what is queued (once at a time per statement)."""
-        if sql in self.preparing or self.closing or self.dead:
+        if sql in self.preparing or sql in self.unpreparable or self.closing or self.dead:
             return
         self.preparing.add(sql)
         item = _Prepare(sql)
@@ -207,7 +209,11 @@ class Pipe:
         self.preparing.discard(item.sql)
         packets, conn.packets = conn.packets, []
         if conn.last_error or not packets or packets[0][:1] != b"\x00":
-            return  # the executes go on taking the normal path, which reports the error if there is one
+            # the executes go on taking the normal path, which reports the error if there is one
+            if len(self.unpreparable) >= MAX_UNPREPARABLE:
+                self.unpreparable.clear()
+            self.unpreparable.add(item.sql)
+            return
         self._flush()  # an eviction's COM_STMT_CLOSE must follow the executes already queued
         conn.remember_statement(item.sql, packets)
 

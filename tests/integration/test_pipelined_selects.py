@@ -16,7 +16,19 @@ from typing import Any
 import pymysql
 import pytest
 from ddm_fixtures import *  # noqa: F403
-from ddm_fixtures import DDM, NO_TLS, PHYS, Node, RawClient, ddm_config, free_port, query_all, start_ddm
+from ddm_fixtures import (
+    DDM,
+    NO_TLS,
+    PHYS,
+    Node,
+    RawClient,
+    column_type,
+    ddm_config,
+    decode_binary_row,
+    free_port,
+    query_all,
+    start_ddm,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -407,3 +419,20 @@ def test_sharded_single_shard_selects_share_the_pipe(pddm: DDM) -> None:
     assert after["failed"] == before["failed"]
     # one group per physical database of the sharded database (and the pass-through ones)
     assert {k[1] for k in pddm._server.pipelines.groups} >= {b"pipe_sh_0", b"pipe_sh_1"}
+
+
+def test_sharded_cursor_request_gets_the_rows_directly(pddm: DDM) -> None:
+    """On a sharded database a cursor cannot be fetched later (the rows come from one node's connection, or are
+    merged from several): ddm drops the cursor request and the rows come as an ordinary result set, without
+    SERVER_STATUS_CURSOR_EXISTS, which clients read as they do when a server opens no cursor."""
+    with RawClient(pddm.port, user="ddm", password="ddm", db="shp") as c:
+        for sql, params, want in (("SELECT k, v FROM kv WHERE k = ?", [7], [(7, b"v7")]),
+                                  ("SELECT k FROM kv WHERE k < ? ORDER BY k", [6], [(k,) for k in range(6)])):
+            stmt_id, _, _ = c.prepare(sql)
+            for _ in range(3):  # first executes prepare on the node; later ones take the fast path or a pipe
+                c.command(c.execute_payload(stmt_id, params, flags=1))  # CURSOR_TYPE_READ_ONLY
+                cols, rows, eof = c.read_result()
+                assert not struct.unpack_from("<H", eof, 3)[0] & 0x40, sql  # no SERVER_STATUS_CURSOR_EXISTS
+                types = [column_type(col) for col in cols]
+                assert [decode_binary_row(r, types) for r in rows] == want, sql
+            assert c.query("SELECT 1") == [(b"1",)]  # nothing left pinned or out of step
