@@ -35,6 +35,9 @@ have_cmd mariadbd || missing+=(mariadb-server)
 have_cmd mariadb || missing+=(mariadb-client)
 have_cmd sysbench || missing+=(sysbench)
 have_cmd systemd-analyze || missing+=(systemd)  # the unit-file test runs `systemd-analyze verify`
+# mysqlclient (a test dependency, the driver suite's second driver) is built from source against these
+have_pkg libmariadb-dev || missing+=(libmariadb-dev)
+have_cmd pkg-config || missing+=(pkg-config)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
@@ -60,7 +63,7 @@ VPY=$VENV/bin/python
 
 stamp=$VENV/.ddm-setup-stamp
 want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VPY" -c 'import ddm, pytest, pymysql' 2>/dev/null; then
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$VPY" -c 'import ddm, pytest, pymysql, MySQLdb' 2>/dev/null; then
     log "installing ddm (editable) and test dependencies into $VENV"
     "$VPY" -m pip install -q --upgrade pip
     # Build tools in the venv too: extensions are recompiled in place below when a .pyx changes.

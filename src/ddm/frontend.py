@@ -187,6 +187,8 @@ class ClientConnection(FrontendCore):
         status = SS.AUTOCOMMIT if self.session.autocommit else 0
         if (self.conn is not None and self.conn.in_transaction) or self.txn_conns or self.txn_begin is not None:
             status |= SS.IN_TRANS
+        if self.session.no_backslash_escapes:
+            status |= SS.NO_BACKSLASH_ESCAPES
         return status
 
     def _ok(self, seq: int = 1, affected: int = 0, insert_id: int = 0, info: bytes = b"") -> None:
@@ -831,6 +833,7 @@ class ClientConnection(FrontendCore):
                 conn.pool.release(conn) if conn.pool else conn.close()
             raise
         self.session.record(sql.strip().rstrip(b";"))
+        self.session.no_backslash_escapes = bool(res.status & SS.NO_BACKSLASH_ESCAPES)
         conn.signature = self.session.signature
         low = sql.lower().replace(b" ", b"")
         if b"autocommit=" in low:

@@ -53,6 +53,9 @@ class Session:
     multi_statements: bool = False
     autocommit: bool = True
     last_insert_id: int = 0  # ids ddm generated (sharded databases), for SELECT LAST_INSERT_ID()
+    # sql_mode has NO_BACKSLASH_ESCAPES (as the node reported after the client's last SET): the status flag goes into
+    # every reply ddm builds itself, or a client would escape quotes with backslashes the node takes literally
+    no_backslash_escapes: bool = False
     prepared: dict = field(default_factory=dict)
 
     def bind_database(self, config: Config, name: str | None) -> None:
@@ -70,6 +73,7 @@ class Session:
         self.signature = ()
         self.prepared.clear()
         self.autocommit = True
+        self.no_backslash_escapes = False
 
 
 def in_sync(conn: BackendConnection, session: Session, physical_db: bytes | None) -> bool:

@@ -199,6 +199,27 @@ def test_autocommit_off_session(connect, txn_table):
     assert query_all(b, "SELECT COUNT(*) FROM pt_txn") == [(2,)]
 
 
+def test_no_backslash_escapes_status_survives_sets_ddm_answers_itself(connect):
+    """A client escapes string literals by the status flag SERVER_STATUS_NO_BACKSLASH_ESCAPES; the node reports it
+    after SET sql_mode, and the OK packets ddm builds itself (SET NAMES, SET autocommit) must keep reporting it, or
+    a quote escaped with a backslash ends the literal on the node (mysqlclient's suite found this)."""
+    c = connect()
+    with c.cursor() as cur:
+        cur.execute("SET sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        assert c.server_status & 0x0200
+        cur.execute("SET autocommit = 0")  # answered by ddm without a round trip
+        assert c.server_status & 0x0200
+        cur.execute("SET NAMES utf8mb4")
+        assert c.server_status & 0x0200
+        c.autocommit(True)
+        cur.execute("SELECT %s", ("a\\' OR 1=1 -- ",))  # PyMySQL escapes by the flag: '' not \'
+        assert cur.fetchall() == (("a\\' OR 1=1 -- ",),)
+        cur.execute("SET sql_mode = ''")
+        assert not c.server_status & 0x0200
+        cur.execute("SET autocommit = 1")
+        assert not c.server_status & 0x0200
+
+
 def test_set_autocommit_then_rollback_with_pool_churn(connect, txn_table):
     a = connect()
     query_all(a, "SET autocommit = 0")
