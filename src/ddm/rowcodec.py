@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ddm.constants import field_type as FT
+from ddm_core import rowconv
 
 UNSIGNED_FLAG = 32
 BINARY_FLAG = 128
@@ -497,67 +498,43 @@ def encode_value(v: object, col: ColumnDef, binary: bool) -> bytes | None:
     return str(v).encode(_charset_codec(col.charset), "surrogateescape")
 
 
-_COPY, _INT, _GENERIC = 0, 1, 2
 # Types whose binary-protocol field is the text-protocol field, length prefix included: strings, blobs, JSON,
 # ENUM/SET, BIT, GEOMETRY (decode_value/encode_value give the bytes back unchanged; the wire is W_LENENC).
 _NOT_COPIED = _INT_TYPES | {FT.DECIMAL, FT.NEWDECIMAL, FT.FLOAT, FT.DOUBLE, FT.DATE, FT.DATETIME, FT.TIMESTAMP,
                             FT.NEWDATE, FT.TIME, FT.NULL}
+_GENERIC_WIRE = {W_LENENC: rowconv.LENENC, W_TEMPORAL: rowconv.TEMPORAL}
 
 
-def _field_conversion(col: ColumnDef) -> tuple[int, object]:
+def _conversion(col: ColumnDef) -> tuple[int, int | None]:
+    """(kind, arg) of ddm_core.rowconv for one column."""
     t = col.type
+    wire = binary_wire(col)
     if t in _INT_TYPES:
-        fmt = _INT_FMT[_WIRE[t]]
-        return _INT, struct.Struct("<" + (fmt.upper() if col.flags & UNSIGNED_FLAG or t == FT.YEAR else fmt)).pack
-    if t not in _NOT_COPIED and binary_wire(col) == W_LENENC:
-        return _COPY, None
-    return _GENERIC, binary_wire(col)
+        return rowconv.INT, wire  # W_FIX1/2/4/8 are the widths
+    if t not in _NOT_COPIED and wire == W_LENENC:
+        return rowconv.COPY, None
+    if t in (FT.DECIMAL, FT.NEWDECIMAL) and col.decimals <= DECIMAL_MAX_SCALE:
+        # the binary protocol sends a DECIMAL as the same string as the text protocol (the server's own digits)
+        return rowconv.COPY, None
+    return rowconv.GENERIC, _GENERIC_WIRE.get(wire, rowconv.FIXED)
 
 
 def text_rows_to_binary(rows: Sequence[bytes], columns: Sequence[ColumnDef]) -> list[bytes]:
     """Text-protocol rows -> binary-protocol rows (a merged scatter result answering COM_STMT_EXECUTE).
 
-    Same result as `text_rows_to_binary_reference` (decode every field, encode it again), which the tests compare
-    it with; string-like fields are copied with their length prefix and integers packed straight from their text."""
-    conv = [_field_conversion(c) for c in columns]
-    nbitmap = (len(columns) + 9) // 8
-    out = []
-    for row in rows:
-        bitmap = bytearray(nbitmap)
-        parts = [b"\x00", b""]
-        pos = 0
-        for i, (kind, arg) in enumerate(conv):
-            start = pos
-            c = row[pos]
-            if c < 0xFB:
-                n = c
-                pos += 1
-            elif c == 0xFB:  # NULL
-                bit = i + 2
-                bitmap[bit >> 3] |= 1 << (bit & 7)
-                pos += 1
-                continue
-            else:
-                n, pos = read_lenenc(row, pos)
-                assert n is not None
-            end = pos + n
-            if kind == _COPY:
-                parts.append(row[start:end])
-            elif kind == _INT:
-                parts.append(arg(int(row[pos:end])))  # type: ignore[operator]
-            else:
-                col = columns[i]
-                f = encode_value(decode_value(row[pos:end], col, False), col, True)
-                assert f is not None
-                if arg == W_LENENC:
-                    parts.append(lenenc_int(len(f)))
-                elif arg == W_TEMPORAL:
-                    parts.append(bytes((len(f),)))
-                parts.append(f)
-            pos = end
-        parts[1] = bytes(bitmap)
-        out.append(b"".join(parts))
-    return out
+    One pass in C (ddm_core.rowconv): string-like fields are copied with their length prefix and integers packed
+    from their text; other types go through decode_value/encode_value. Same bytes as
+    `text_rows_to_binary_reference`, which the tests compare it with."""
+    plan = [_conversion(c) for c in columns]
+
+    def generic(i: int, text: bytes) -> bytes:
+        col = columns[i]
+        f = encode_value(decode_value(text, col, False), col, True)
+        assert f is not None
+        return f
+
+    return rowconv.text_rows_to_binary(rows if type(rows) is list else list(rows), tuple(k for k, _ in plan),
+                                       tuple(a for _, a in plan), generic)
 
 
 def text_rows_to_binary_reference(rows: Sequence[bytes], columns: Sequence[ColumnDef]) -> list[bytes]:

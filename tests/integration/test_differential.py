@@ -29,10 +29,12 @@ import math
 import os
 import random
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import ddm_fixtures
 import pymysql
 import pytest
 from diff_fixtures import (
@@ -41,11 +43,13 @@ from diff_fixtures import (
     DIFFT,
     KNOWN_SEEN,
     NDS,
+    PASSWORD,
     PK,
     SHARD_KEY,
     SKUS,
     STATUSES,
     TRIAGE,
+    USER,
     WORDS,
     DiffEnv,
     Layout,
@@ -824,6 +828,119 @@ def test_generated_selects(difft: DiffEnv, conns: tuple[Any, Any]) -> None:
     assert generated_selects(difft, ddm, oracle, N_SELECT) >= N_SELECT
     # DIFFT's nodes pipeline: its one-shard SELECTs were answered over the shared connections too
     assert difft.ddm.server.pipelines.counters["pipelined"] - piped > N_SELECT // 20
+
+
+# --- the binary protocol: the same generated SELECTs as prepared statements -----------------------------------
+N_BINARY = int(os.environ.get("DDM_DIFF_BINARY_EXAMPLES", "400"))
+_UNSIGNED = 32
+_BINARY_CHARSET = 63
+
+
+def _temporal(b: bytes, t: int) -> Any:
+    n = b[0]
+    v = b[1:1 + n]
+    if t == 10:  # DATE
+        return datetime.date(struct.unpack_from("<H", v)[0], v[2], v[3]) if n else None
+    y, mo, d = (struct.unpack_from("<H", v)[0], v[2], v[3]) if n >= 4 else (0, 0, 0)
+    h, mi, sec = (v[4], v[5], v[6]) if n >= 7 else (0, 0, 0)
+    us = struct.unpack_from("<I", v, 7)[0] if n >= 11 else 0
+    return datetime.datetime(y, mo, d, h, mi, sec, us)
+
+
+def decode_binary_rows(cols: list[bytes], rows: list[bytes]) -> list[tuple]:
+    """Binary-protocol rows -> the Python values PyMySQL gives for the same text rows (for `compare`)."""
+    meta = []
+    for c in cols:
+        pos = 0
+        for _ in range(6):
+            n, pos = ddm_fixtures.lenenc(c, pos)
+            pos += n or 0
+        _, pos = ddm_fixtures.lenenc(c, pos)
+        charset, _length, t, flags, _dec = struct.unpack_from("<HIBHB", c, pos)
+        meta.append((t, flags, charset))
+    out = []
+    ints = {1: ("b", 1), 2: ("h", 2), 13: ("h", 2), 3: ("i", 4), 9: ("i", 4), 8: ("q", 8)}
+    for r in rows:
+        nb = (len(meta) + 9) // 8
+        pos = 1 + nb
+        vals: list[Any] = []
+        for i, (t, flags, charset) in enumerate(meta):
+            bit = i + 2
+            if r[1 + (bit >> 3)] & (1 << (bit & 7)) or t == 6:
+                vals.append(None)
+            elif t in ints:
+                fmt, width = ints[t]
+                vals.append(struct.unpack_from("<" + (fmt.upper() if flags & _UNSIGNED else fmt), r, pos)[0])
+                pos += width
+            elif t in (4, 5):  # FLOAT, DOUBLE
+                vals.append(struct.unpack_from("<f" if t == 4 else "<d", r, pos)[0])
+                pos += 4 if t == 4 else 8
+            elif t in (7, 10, 12):  # TIMESTAMP, DATE, DATETIME
+                vals.append(_temporal(r[pos:], t))
+                pos += 1 + r[pos]
+            else:  # length-encoded: DECIMAL, strings, blobs
+                n, pos = ddm_fixtures.lenenc(r, pos)
+                raw = r[pos:pos + n]
+                pos += n
+                if t in (0, 246):
+                    vals.append(decimal.Decimal(raw.decode()))
+                elif charset == _BINARY_CHARSET:
+                    vals.append(bytes(raw))
+                else:
+                    vals.append(raw.decode("utf-8"))
+        out.append(tuple(vals))
+    return out
+
+
+def run_binary(conn: Any, sql: str) -> tuple[str, Any]:
+    """COM_STMT_PREPARE + COM_STMT_EXECUTE + COM_STMT_CLOSE over a RawClient; like `run`."""
+    try:
+        stmt_id, _, _ = conn.prepare(sql)
+    except ddm_fixtures.ServerError as e:
+        return "err", (e.code, e.message)
+    try:
+        conn.command(conn.execute_payload(stmt_id, []))
+        cols, rows, _ = conn.read_result()
+        return "ok", (decode_binary_rows(cols, rows), len(rows))
+    except ddm_fixtures.ServerError as e:
+        return "err", (e.code, e.message)
+    finally:
+        conn.write_packet(b"\x19" + struct.pack("<I", stmt_id), 0)  # COM_STMT_CLOSE: no answer
+
+
+def test_generated_selects_as_prepared_statements(difft: DiffEnv) -> None:
+    """The generated SELECTs as prepared statements: ddm answers with binary rows (forwarded from one shard, or
+    merged as text and re-encoded) that decode to what the oracle's own binary rows decode to."""
+    box = difft.box
+    ddm = ddm_fixtures.RawClient(difft.ddm.port, user=USER, password=PASSWORD, db=difft.layout.name)
+    oracle = ddm_fixtures.RawClient(box.primary("n1").port, user=box.node_user, password=box.node_password,
+                                    db=difft.layout.oracle)
+    compared = [0]
+
+    @settings(max_examples=N_BINARY, derandomize=True, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), print_blob=False)
+    @given(data=st.data())
+    def generated_select(data: st.DataObject) -> None:
+        q = gen_select(HypoDraw(data), difft.layout)
+        kg, g = run_binary(ddm, q.sql)
+        kw, w = run_binary(oracle, oracle_sql(q.sql, difft.layout))
+        if kg == "err":
+            if g[0] == ER_NOT_SUPPORTED_YET or (kw == "err" and w[0] == g[0]):
+                return
+            raise Mismatch(f"ddm error {g!r}; oracle {'error ' + repr(w) if kw == 'err' else 'ok'}\n  {q.sql}")
+        if kw == "err":
+            raise Mismatch(f"oracle error {w!r} but ddm answered {len(g[0])} rows\n  {q.sql}")
+        problem = compare(q, g[0], w[0])
+        if problem:
+            raise Mismatch(f"binary protocol: {problem}\n  {q.sql}")
+        compared[0] += 1
+
+    try:
+        generated_select()
+    finally:
+        ddm.close()
+        oracle.close()
+    assert compared[0] > N_BINARY // 2, compared
 
 
 def sweep(env: DiffEnv, ddm: Any, oracle: Any, seed: int, n: int,
