@@ -4,9 +4,10 @@ A MySQL server reads the commands of a connection one after the other and answer
 reads the next, so responses come back in the order the commands were sent
 (https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_command_phase.html). A `Pipe` sends the text
 COM_QUERY of every client that joins its queue at once (the commands that arrive in one loop iteration go out in one
-write at the start of the next: uvloop itself writes at every `write()` call) and forwards the responses in order: `BackendCore` in M_FORWARD follows the head client's response and
-stops at its end; the rest of the chunk (`protocol_violation(extra)`) belongs to the next queued client. On a
-loaded box this saves the syscalls and wake-ups of one connection per statement (perf: ~30% CPU per point select).
+write at the start of the next: uvloop itself writes at every `write()` call) and forwards the responses in order:
+`BackendCore` in M_FORWARD follows the head client's response and stops at its end; the rest of the chunk
+(`protocol_violation(extra)`) belongs to the next queued client. On a loaded box this saves the syscalls and
+wake-ups of one connection per statement (perf/RESULTS.md: ~3 socket syscalls per point select instead of 4).
 
 Only statements whose answer cannot depend on which connection runs them, or change it, are pipelined
 (`pipelinable`): one read-only SELECT without locking clauses, INTO, user or system variables, or functions that
@@ -351,8 +352,8 @@ class Pipelines:
         self.loop = server.loop
         self.groups: dict[tuple, _Group] = {}
         self.nodes: dict[str, PipelineConfig] = {}
-        self.counters = {"pipelined": 0, "prepared": 0, "refused_statement": 0, "refused_client": 0, "full": 0, "slow_head": 0,
-                         "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
+        self.counters = {"pipelined": 0, "prepared": 0, "refused_statement": 0, "refused_client": 0, "full": 0,
+                         "slow_head": 0, "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
         self.configure(server.config)
 
     def configure(self, config: Config, changed: set[str] | frozenset[str] = frozenset()) -> None:
