@@ -61,6 +61,10 @@ class ClientStatement:
     param_types: bytes | None = None  # types from the last execute that sent them (new-params-bound flag)
     long_data: list[bytes] = field(default_factory=list)
     cursor_conn: BackendConnection | None = None
+    # pass-through: the physical database current at PREPARE. MySQL binds a statement's unqualified tables in the
+    # database current when it was prepared, so every execute (and re-prepare on another connection) runs there,
+    # whatever USE came since.
+    phys: bytes | None = None
     plan: object | None = None  # sharded databases: the statement's plan and lexed text
     lexed: object | None = None
     last_payload: bytes = b""
@@ -895,14 +899,15 @@ class ClientConnection(FrontendCore):
         finally:
             if conn is not self.conn:
                 conn.pool.release(conn) if conn.pool else conn.close()
-        self._register_statement(sql, node, prepared)
+        self._register_statement(sql, node, prepared, phys=phys)
 
-    def _register_statement(self, sql: bytes, node: str, prepared, plan=None, lexed=None) -> None:
+    def _register_statement(self, sql: bytes, node: str, prepared, plan=None, lexed=None,
+                            phys: bytes | None = None) -> None:
         response = prepared.response
         stmt_id = self.next_stmt_id
         self.next_stmt_id += 1
         self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response,
-                                              plan=plan, lexed=lexed)
+                                              phys=phys, plan=plan, lexed=lexed)
         first = response[0]
         out = [frame(first[:1] + struct.pack("<I", stmt_id) + first[5:], 1)]
         out.extend(frame(p, (i + 2) & 0xFF) for i, p in enumerate(response[1:]))
@@ -920,9 +925,7 @@ class ClientConnection(FrontendCore):
             if not executor.fast_execute(self, stmt, payload):
                 self._slow(executor.execute(self, stmt, payload))
             return
-        node, phys = self._target()
-        if stmt.node != node:
-            node = stmt.node
+        node, phys = stmt.node, stmt.phys  # where it was prepared (see ClientStatement.phys)
         # A cursor request (flags & 7) takes the slow path, which remembers the connection holding the cursor for
         # COM_STMT_FETCH.
         plain = not stmt.long_data and stmt.cursor_conn is None and len(payload) > 5 and not payload[5] & 0x07

@@ -533,6 +533,27 @@ def test_prepared_statement_in_transaction(ddm_proc, direct):
     query_all(direct(), "DROP TABLE pt_pstx")
 
 
+def test_prepared_statement_keeps_the_database_it_was_prepared_in(ddm_proc, direct, node0):
+    """MySQL binds a prepared statement's unqualified tables in the database current at PREPARE: after USE of
+    another database (here on the same node, with a table of the same name) its executes still read the first one,
+    on ddm as on MariaDB itself."""
+    for logical in ("sbtest", "app"):
+        query_all(direct(PHYS[logical]), "CREATE OR REPLACE TABLE pt_where (id INT PRIMARY KEY, v VARCHAR(10))")
+        query_all(direct(PHYS[logical]), f"INSERT INTO pt_where VALUES (1, '{logical}')")
+    answers = {}
+    for side, (port, user, pw, first, second) in {
+            "ddm": (ddm_proc.port, "native", "nativepw", "sbtest", "app"),
+            "mariadb": (node0.port, node0.user, node0.password, PHYS["sbtest"], PHYS["app"])}.items():
+        with RawClient(port, user=user, password=pw, db=first) as raw:
+            stmt, _, _ = raw.prepare("SELECT v FROM pt_where WHERE id = ?")
+            before = raw.execute(stmt, [1])
+            raw.ok(b"\x02" + second.encode())  # COM_INIT_DB
+            answers[side] = (before, raw.execute(stmt, [1]), raw.query("SELECT v FROM pt_where"))
+    assert answers["ddm"] == answers["mariadb"] == ([(b"sbtest",)], [(b"sbtest",)], [(b"app",)])
+    for logical in ("sbtest", "app"):
+        query_all(direct(PHYS[logical]), "DROP TABLE pt_where")
+
+
 def test_send_long_data(ddm_proc, direct):
     query_all(direct(), "CREATE OR REPLACE TABLE pt_long (id INT PRIMARY KEY, b LONGBLOB)")
     chunks = [bytes([65 + i]) * 300_000 for i in range(4)]
