@@ -66,6 +66,7 @@ class ClientStatement:
     # whatever USE came since.
     phys: bytes | None = None
     plan: object | None = None  # sharded databases: the statement's plan and lexed text
+    logical_db: str | None = None  # sharded databases: the logical database the plan was made for
     lexed: object | None = None
     last_payload: bytes = b""
 
@@ -890,7 +891,7 @@ class ClientConnection(FrontendCore):
         dbconf = self.session.dbconf
         if dbconf is not None and dbconf.tables:
             plan, lexed, prepared, node = await executor.prepare(self, sql)
-            self._register_statement(sql, node, prepared, plan, lexed)
+            self._register_statement(sql, node, prepared, plan, lexed, logical_db=self.session.db)
             return
         node, phys = self._target()
         conn = await self._conn_for(node, phys)
@@ -902,12 +903,12 @@ class ClientConnection(FrontendCore):
         self._register_statement(sql, node, prepared, phys=phys)
 
     def _register_statement(self, sql: bytes, node: str, prepared, plan=None, lexed=None,
-                            phys: bytes | None = None) -> None:
+                            phys: bytes | None = None, logical_db: str | None = None) -> None:
         response = prepared.response
         stmt_id = self.next_stmt_id
         self.next_stmt_id += 1
         self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response,
-                                              phys=phys, plan=plan, lexed=lexed)
+                                              phys=phys, plan=plan, lexed=lexed, logical_db=logical_db)
         first = response[0]
         out = [frame(first[:1] + struct.pack("<I", stmt_id) + first[5:], 1)]
         out.extend(frame(p, (i + 2) & 0xFF) for i, p in enumerate(response[1:]))
@@ -922,6 +923,13 @@ class ClientConnection(FrontendCore):
             self.command_done()
             return
         if stmt.plan is not None:
+            if stmt.logical_db != self.session.db:
+                # its plan routes over the sharded database it was prepared in; USE changed the rules in force
+                self._error(ER.NOT_SUPPORTED_YET, f"This version of ddm doesn't yet support executing a statement "
+                                                  f"prepared in sharded database '{stmt.logical_db}' after USE of "
+                                                  "another database: prepare it again")
+                self.command_done()
+                return
             if not executor.fast_execute(self, stmt, payload):
                 self._slow(executor.execute(self, stmt, payload))
             return

@@ -22,6 +22,7 @@ from ddm_fixtures import (
     PHYS,
     Node,
     RawClient,
+    ServerError,
     column_type,
     ddm_config,
     decode_binary_row,
@@ -436,3 +437,18 @@ def test_sharded_cursor_request_gets_the_rows_directly(pddm: DDM) -> None:
                 types = [column_type(col) for col in cols]
                 assert [decode_binary_row(r, types) for r in rows] == want, sql
             assert c.query("SELECT 1") == [(b"1",)]  # nothing left pinned or out of step
+
+
+def test_sharded_statement_after_use_of_another_database(pddm: DDM) -> None:
+    """A statement prepared in a sharded database routes by that database's rules: after USE of another database its
+    execute is refused with a clear error (not run against the wrong tables), and works again after USE back."""
+    with RawClient(pddm.port, user="ddm", password="ddm", db="shp") as c:
+        stmt_id, _, _ = c.prepare("SELECT v FROM kv WHERE k = ?")
+        assert c.execute(stmt_id, [3]) == [(b"v3",)]
+        c.ok(b"\x02app")  # COM_INIT_DB
+        with pytest.raises(ServerError) as info:
+            c.execute(stmt_id, [3])
+        assert info.value.code == 1235 and "shp" in info.value.message
+        assert c.query("SELECT 1") == [(b"1",)]  # the connection goes on
+        c.ok(b"\x02shp")
+        assert c.execute(stmt_id, [3]) == [(b"v3",)]
