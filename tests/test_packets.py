@@ -124,3 +124,21 @@ def test_first_word_never_fails_and_is_a_prefix_word(blob):
     w = cy.first_word(blob)
     assert w == w.upper() and len(w) <= 16
     assert w == b"" or w in blob.upper()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=600), max_size=30), st.integers(0, 255))
+def test_frame_rows_matches_twin_and_frame(rows: list[bytes], seq: int) -> None:
+    got = cy.frame_rows(rows, seq)
+    assert got == py.frame_rows(rows, seq)
+    assert got[0] == b"".join(cy.frame(r, (seq + i) & 0xFF) for i, r in enumerate(rows))
+    assert got[1] == (seq + len(rows)) & 0xFF
+
+
+def test_frame_rows_with_a_row_of_16_mib() -> None:
+    big = b"x" * 0xFFFFFF  # exactly one full packet, then an empty one: two sequence ids
+    rows = [b"a", big, b"b"]
+    data, nxt = cy.frame_rows(rows, 254)
+    assert (data, nxt) == py.frame_rows(rows, 254)
+    assert nxt == (254 + 4) & 0xFF
+    assert data == cy.frame(b"a", 254) + cy.frame(big, 255) + cy.frame(b"b", 1)

@@ -37,7 +37,7 @@ from ddm.constants import er as ER
 from ddm.plan import Unit
 from ddm.rowcodec import ColumnDef, read_lenenc, text_rows_to_binary
 from ddm_core.merge import Merger, MergeSpec
-from ddm_core.packets import eof_packet, err_packet, frame, lenenc_int, ok_packet
+from ddm_core.packets import eof_packet, err_packet, frame, frame_rows, lenenc_int, ok_packet
 
 if TYPE_CHECKING:
     from ddm.frontend import ClientConnection
@@ -366,14 +366,9 @@ class ScatterStream:
     def _send_rows(self, rows: list[bytes]) -> None:
         if self.binary:
             rows = text_rows_to_binary(rows, self.out_defs)
-        seq = self.seq
-        parts = []
-        for row in rows:
-            parts.append(frame(row, seq))
-            # a row of 16 MiB or more travels as several packets, each taking a sequence id
-            seq = (seq + (1 if len(row) < MAX_PAYLOAD else len(row) // MAX_PAYLOAD + 1)) & 0xFF
-        self.seq = seq
-        self._write(b"".join(parts))
+        # a row of 16 MiB or more travels as several packets, each taking a sequence id
+        data, self.seq = frame_rows(rows, self.seq)
+        self._write(data)
 
     def _send_terminator(self) -> None:
         client = self.client

@@ -26,6 +26,7 @@ cdef int read_lenenc_u64(const unsigned char* p, Py_ssize_t n, Py_ssize_t* pos, 
 cpdef bytes lenenc_int(unsigned long long value)
 cpdef bytes lenenc_str(bytes value)
 cpdef bytes frame(bytes payload, int seq)
+cpdef tuple frame_rows(list payloads, int seq)
 cpdef bytes ok_packet(unsigned long long affected_rows=*, unsigned long long insert_id=*, int status=*,
                       int warnings=*, bytes info=*, bint session_track=*)
 cpdef bytes err_packet(int code, bytes sqlstate, bytes message)

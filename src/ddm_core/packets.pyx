@@ -7,6 +7,7 @@ possibly empty): https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
 
 
 class PacketTooLarge(ValueError):
@@ -98,6 +99,40 @@ cpdef bytes frame(bytes payload, int seq):
         if chunk < MAX_PAYLOAD:
             break
     return b"".join(parts)
+
+
+cpdef tuple frame_rows(list payloads, int seq):
+    """(packets, next seq): each payload framed in turn from sequence id `seq` (a payload of 16 MiB or more takes
+    one id per packet it is split into), as one bytes object: rows of a result set ddm writes itself."""
+    cdef Py_ssize_t total = 0
+    cdef Py_ssize_t n, pos = 0
+    cdef bytes p, out
+    cdef char* q
+    for p in payloads:
+        n = PyBytes_GET_SIZE(p)
+        if n >= MAX_PAYLOAD:
+            return _frame_rows_split(payloads, seq)
+        total += 4 + n
+    out = PyBytes_FromStringAndSize(NULL, total)
+    q = PyBytes_AS_STRING(out)
+    for p in payloads:
+        n = PyBytes_GET_SIZE(p)
+        q[pos] = <char>(n & 0xFF)
+        q[pos + 1] = <char>((n >> 8) & 0xFF)
+        q[pos + 2] = <char>(n >> 16)
+        q[pos + 3] = <char>(seq & 0xFF)
+        memcpy(q + pos + 4, PyBytes_AS_STRING(p), n)
+        pos += 4 + n
+        seq = (seq + 1) & 0xFF
+    return out, seq
+
+
+cdef tuple _frame_rows_split(list payloads, int seq):
+    parts = []
+    for p in payloads:
+        parts.append(frame(p, seq))
+        seq = (seq + (1 if len(p) < MAX_PAYLOAD else len(p) // MAX_PAYLOAD + 1)) & 0xFF
+    return b"".join(parts), seq
 
 
 cpdef bytes ok_packet(unsigned long long affected_rows=0, unsigned long long insert_id=0, int status=2,

@@ -56,6 +56,14 @@ def frame(payload: bytes, seq: int) -> bytes:
             return b"".join(out)
 
 
+def frame_rows(payloads: list[bytes], seq: int) -> tuple[bytes, int]:
+    parts = []
+    for p in payloads:
+        parts.append(frame(p, seq))
+        seq = (seq + (1 if len(p) < MAX_PAYLOAD else len(p) // MAX_PAYLOAD + 1)) & 0xFF
+    return b"".join(parts), seq
+
+
 def ok_packet(affected_rows: int = 0, insert_id: int = 0, status: int = 2, warnings: int = 0, info: bytes = b"",
               session_track: bool = False) -> bytes:
     head = b"\x00" + lenenc_int(affected_rows) + lenenc_int(insert_id) + struct.pack("<HH", status, warnings)
