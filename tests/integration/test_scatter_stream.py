@@ -136,6 +136,9 @@ def test_a_client_that_vanishes_mid_stream_leaves_ddm_serving(ddm_stream):
         c._sock.close()
         with contextlib.suppress(pymysql.err.Error):  # PyMySQL reads the rest of the result on close: it fails
             cur.close()
+        for res in (c._result, getattr(cur, "_result", None)):
+            if res is not None:
+                res.unbuffered_active = False  # its __del__ would read the closed socket again
         c._result = None
         del cur, c
         gc.collect()
