@@ -258,6 +258,13 @@ def test_durations_and_sizes() -> None:
     assert cfg.server.max_packet_size == 16 << 20 and cfg.server.drain_timeout == 120.0
     pool = cfg.nodes["n0"].pool
     assert (pool.acquire_timeout, pool.idle_timeout, pool.max_lifetime) == (0.5, 60.0, 3600.0)
+    assert cfg.server.cross_node_lock_wait == 2.0  # the default
+    doc["server"]["cross_node_lock_wait"] = "500ms"
+    assert from_dict(doc).server.cross_node_lock_wait == 0.5
+    doc["server"]["cross_node_lock_wait"] = 0  # off: the nodes' innodb_lock_wait_timeout applies
+    assert from_dict(doc).server.cross_node_lock_wait == 0.0
+    doc["server"]["cross_node_lock_wait"] = "soon"
+    assert any(p.startswith("server.cross_node_lock_wait") for p in problems_of(doc))
 
 
 # --- mistakes: each names its key path ---------------------------------------------------------------------------

@@ -63,6 +63,9 @@ class ServerConfig:
     drain_timeout: float = 30.0  # seconds an old worker waits for transactions to end on shutdown/handoff
     plan_cache_size: int = 4096
     watch_config: bool = False
+    # seconds a statement of a transaction spanning data nodes may wait for a row lock before ddm ends it as a
+    # deadlock across nodes (ddm.lockwait); 0 = never (the nodes' innodb_lock_wait_timeout applies)
+    cross_node_lock_wait: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,7 @@ KEY_GENERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 
 TOP_KEYS = ("server", "users", "nodes", "databases", "include")
 SERVER_KEYS = ("listen", "workers", "server_version", "max_connections", "max_packet_size", "tls", "control_socket",
-               "log_level", "drain_timeout", "plan_cache_size", "watch_config")
+               "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait")
 TLS_KEYS = ("cert", "key", "auto_dir", "require", "enabled")
 USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
@@ -723,6 +726,8 @@ class _Checker:
             drain_timeout=self.duration(m, "drain_timeout", path, d.drain_timeout, positive=False),
             plan_cache_size=self.integer(m, "plan_cache_size", path, d.plan_cache_size, lo=0),
             watch_config=self.boolean(m, "watch_config", path, d.watch_config),
+            cross_node_lock_wait=self.duration(m, "cross_node_lock_wait", path, d.cross_node_lock_wait,
+                                               positive=False),
         )
 
     def tls(self, raw: Any, path: str) -> TLSConfig:

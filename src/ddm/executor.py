@@ -19,7 +19,7 @@ import re
 import struct
 from typing import TYPE_CHECKING, Any
 
-from ddm import idgen, metadata, scatter
+from ddm import idgen, lockwait, metadata, scatter
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.constants import er as ER
 from ddm.params import decode_params as _decode_params
@@ -215,13 +215,18 @@ async def _run_units(client: ClientConnection, units, payload_of) -> list:
     async def one(datasource: str, idx: list[int]) -> None:
         node, phys = location(client, datasource)
         conn = await _conn_for_unit(client, node, phys)
+        guarded = lockwait.spans_nodes(client, node)
         try:
             if len(idx) == 1:
-                results[idx[0]] = conn.to_result(await conn.command(payload_of(units[idx[0]])))
+                work = conn.command(payload_of(units[idx[0]]))
+                packets = await (lockwait.guard(client, conn, work) if guarded else work)
+                results[idx[0]] = conn.to_result(packets)
             else:
                 # "\n;\n": a statement ending in a `--` or `#` comment cannot swallow the separator
                 sql = b"\n;\n".join(units[i].sql for i in idx)
-                for i, res in zip(idx, conn.split_results(await conn.command(b"\x03" + sql)), strict=True):
+                work = conn.command(b"\x03" + sql)
+                packets = await (lockwait.guard(client, conn, work) if guarded else work)
+                for i, res in zip(idx, conn.split_results(packets), strict=True):
                     results[i] = res
         finally:
             _settle_unit_conn(client, conn)
@@ -295,6 +300,23 @@ def _reply(client: ClientConnection, per_shard, eu, binary: bool) -> None:
 async def run_query(client: ClientConnection, sql: bytes, lexed=None, bound=None) -> None:
     """A COM_QUERY on a sharded logical database (slow path). `bound`: this query's plan already bound by
     fast_units (a cached QueryPlan; statements that metadata or transaction control answer never have one)."""
+    try:
+        await _run_query(client, sql, lexed, bound)
+    except lockwait.CrossNodeDeadlock as exc:
+        await _deadlock_abort(client, exc)
+
+
+async def _deadlock_abort(client: ClientConnection, exc: lockwait.CrossNodeDeadlock) -> None:
+    """The transaction lost a lock wait across nodes (ddm.lockwait): roll it back everywhere, report a deadlock."""
+    try:
+        await _finish_transaction(client, b"ROLLBACK")
+    except (BackendError, NodeUnavailable) as e:  # the nodes end the transaction when their connection goes
+        log.info("rollback after a deadlock across nodes: %s", e)
+    raise BackendError(ER.LOCK_DEADLOCK, ER.sqlstate(ER.LOCK_DEADLOCK),
+                       f"Deadlock found when trying to get lock; try restarting transaction ({exc})".encode())
+
+
+async def _run_query(client: ClientConnection, sql: bytes, lexed=None, bound=None) -> None:
     if lexed is None:
         lexed = lex(sql)
     kw = lexed.first_keyword
@@ -428,7 +450,12 @@ async def _execute_prepared_unit(client: ClientConnection, unit, stmt) -> None:
     except BaseException:
         _settle_unit_conn(client, conn)
         raise
-    await client.execute_on(conn, stmt, bstmt, stmt.last_payload)
+    work = client.execute_on(conn, stmt, bstmt, stmt.last_payload)
+    try:
+        await (lockwait.guard(client, conn, work) if lockwait.spans_nodes(client, node) else work)
+    except lockwait.CrossNodeDeadlock:
+        _settle_unit_conn(client, conn)
+        raise
     if conn.closed and conn.forwarded_any:
         client.close()
         return
@@ -494,6 +521,14 @@ def without_cursor(payload: bytes) -> bytes:
 
 
 async def execute(client: ClientConnection, stmt, payload: bytes) -> None:
+    """COM_STMT_EXECUTE of a sharded statement (slow path)."""
+    try:
+        await _execute(client, stmt, payload)
+    except lockwait.CrossNodeDeadlock as exc:
+        await _deadlock_abort(client, exc)
+
+
+async def _execute(client: ClientConnection, stmt, payload: bytes) -> None:
     from ddm.params import decode_params
 
     payload = without_cursor(payload)
