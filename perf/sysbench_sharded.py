@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
@@ -102,9 +104,9 @@ def _wait_greeting(port: int, timeout: float, proc: subprocess.Popen) -> bool:
 
 
 def start_env(root: str, base_port: int = 25310, workers: int = 1, user: str = "ddm_native",
-              layouts: Iterable[str] = LAYOUTS) -> Env:
+              layouts: Iterable[str] = LAYOUTS, cross_node_lock_wait: str | None = None) -> Env:
     """Start (or reuse, when `root` holds a running sandbox) a 4-node sandbox with the layouts' rules, and
-    ddm-server on its ddm.yaml."""
+    ddm-server on its ddm.yaml (with `server.cross_node_lock_wait` set when given)."""
     own = True
     try:
         box = sb.load(root)
@@ -116,9 +118,15 @@ def start_env(root: str, base_port: int = 25310, workers: int = 1, user: str = "
         box = sb.up(root, nodes=4, base_port=base, rules=merged_rules(layouts), workers=workers)
     env = Env(dir=root, box=box, port=box.listen_port, own_sandbox=own, user=user)
     env.log_path = os.path.join(root, "sysbench-ddm-server.log")
+    config = box.config_path
+    if cross_node_lock_wait is not None:
+        doc = yaml.safe_load(Path(config).read_text())
+        doc["server"]["cross_node_lock_wait"] = cross_node_lock_wait
+        config = os.path.join(root, "ddm-lockwait.yaml")
+        Path(config).write_text(yaml.safe_dump(doc, sort_keys=False))
     py = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
     with open(env.log_path, "ab") as log:
-        env.proc = subprocess.Popen([*_ddm_server_cmd(), "--config", box.config_path, "--workers", str(workers)],
+        env.proc = subprocess.Popen([*_ddm_server_cmd(), "--config", config, "--workers", str(workers)],
                                     stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": py},
                                     start_new_session=True)
     if not _wait_greeting(env.port, 60, env.proc):
@@ -380,6 +388,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=25310, help="first sandbox base port to try")
     p.add_argument("--user", default="ddm_native", help="ddm user (ddm = caching_sha2_password)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--cross-node-lock-wait", help="server.cross_node_lock_wait for this run (e.g. 0 = off, 2s)")
     return p.parse_args(argv)
 
 
@@ -389,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sysbench is not installed", file=sys.stderr)
         return 2
     root = opts.sandbox_dir or tempfile.mkdtemp(prefix="ddm-sysbench-")
-    env = start_env(root, opts.port, opts.workers, opts.user, opts.layouts)
+    env = start_env(root, opts.port, opts.workers, opts.user, opts.layouts, opts.cross_node_lock_wait)
     if opts.sandbox_dir:
         env.own_sandbox = False
     results = []
