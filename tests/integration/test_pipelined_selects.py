@@ -94,6 +94,15 @@ def _pipe_conn(d: DDM):
     raise AssertionError("no pipe")
 
 
+def _run_clients(client, n: int) -> None:
+    """client(0) .. client(n - 1), each in its own thread, all joined."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+
 def test_many_clients_get_their_own_answers(pddm: DDM) -> None:
     _pipe_ready(pddm)
     before = _stats(pddm)
@@ -113,11 +122,7 @@ def test_many_clients_get_their_own_answers(pddm: DDM) -> None:
         except Exception as exc:  # noqa: BLE001
             errors.append(f"client {cid}: {exc!r}")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    _run_clients(client, nclients)
     assert not errors, errors[:5]
     after = _stats(pddm)
     assert after["pipelined"] - before["pipelined"] > nclients * nqueries // 2, (before, after)
@@ -347,11 +352,7 @@ def test_prepared_executes_share_the_pipe(pddm: DDM) -> None:
         except Exception as exc:  # noqa: BLE001
             errors.append(f"client {cid}: {exc!r}")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    _run_clients(client, nclients)
     assert not errors, errors[:5]
     after = _stats(pddm)
     # (the pipe's statement comes from its own COM_STMT_PREPARE, or was already prepared on the pooled connection
@@ -409,11 +410,7 @@ def test_sharded_single_shard_selects_share_the_pipe(pddm: DDM) -> None:
         except Exception as exc:  # noqa: BLE001
             errors.append(f"client {cid}: {exc!r}")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(nclients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    _run_clients(client, nclients)
     assert not errors, errors[:5]
     after = _stats(pddm)
     assert after["pipelined"] - before["pipelined"] > nclients * n, (before, after)  # most of the 2 x 600

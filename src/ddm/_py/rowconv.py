@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ddm._py.packets import read_lenenc
+from ddm._py.packets import lenenc_int, read_lenenc
 
 COPY, INT, GENERIC = 0, 1, 2
 LENENC, FIXED, TEMPORAL = 0, 1, 2
-
-
-def _lenenc_int(n: int) -> bytes:
-    if n < 0xFB:
-        return bytes((n,))
-    if n < 0x10000:
-        return b"\xfc" + n.to_bytes(2, "little")
-    if n < 0x1000000:
-        return b"\xfd" + n.to_bytes(3, "little")
-    return b"\xfe" + n.to_bytes(8, "little")
 
 
 def _int_bytes(text: bytes, width: int) -> bytes:
@@ -58,7 +48,7 @@ def text_rows_to_binary(rows: list[bytes], kinds: tuple, args: tuple,
             else:
                 f = generic(i, text)
                 if args[i] == LENENC:
-                    parts.append(_lenenc_int(len(f)))
+                    parts.append(lenenc_int(len(f)))
                 elif args[i] == TEMPORAL:
                     parts.append(bytes((len(f),)))
                 parts.append(f)
