@@ -38,7 +38,7 @@ from ddm import sandbox as sb
 
 __all__ = [
     "DDM", "Node", "RawClient", "ServerError", "PHYS", "connect", "ddm_proc", "direct", "free_port", "node0",
-    "private_node", "query_all", "start_ddm", "NO_TLS", "TLS",
+    "private_node", "query_all", "start_ddm", "NO_TLS", "TLS", "two_level_database", "create_two_level_tables",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -339,6 +339,33 @@ def direct(node0: Node) -> Iterator[Callable[..., pymysql.connections.Connection
     for c in made:
         with contextlib.suppress(Exception):
             c.close()
+
+
+def two_level_database(datasource_nodes: list[str], database: str, table: str, column: str,
+                       tables: int = 2) -> dict[str, Any]:
+    """Rules of a logical database whose `table` is split by `column` over one physical database per entry of
+    datasource_nodes (`{database}_{i}`, on that node) x `tables` tables (`{table}_{t}`): database = key % D,
+    table = key / D % T (the two-level scheme)."""
+    n = len(datasource_nodes)
+    nodes = "[" + ", ".join(repr(x) for x in datasource_nodes) + "]"
+    return {"datasources": {f"ds${{0..{n - 1}}}": {"node": f"${{{nodes}}}", "database": f"{database}_${{0..{n - 1}}}"}},
+            "tables": {table: {"nodes": f"ds${{0..{n - 1}}}.{table}_${{0..{tables - 1}}}",
+                               "database_strategy": {"column": column, "algorithm": "mod"},
+                               "table_strategy": {"column": column, "algorithm": "two_level"}}}}
+
+
+def create_two_level_tables(node: Node, databases: int, database: str, table: str, columns: str,
+                            tables: int = 2, rows: Callable[[int, int], str] | None = None) -> None:
+    """Drop and create `{database}_{i}` (i < databases) on node, each with `{table}_{t}` (t < tables) of `columns`;
+    rows(i, t), when given, is the VALUES list inserted into each table."""
+    with _direct(node, None) as c, c.cursor() as cur:
+        for i in range(databases):
+            cur.execute(f"DROP DATABASE IF EXISTS {database}_{i}")
+            cur.execute(f"CREATE DATABASE {database}_{i}")
+            for t in range(tables):
+                cur.execute(f"CREATE TABLE {database}_{i}.{table}_{t} ({columns}) ENGINE=InnoDB")
+                if rows is not None:
+                    cur.execute(f"INSERT INTO {database}_{i}.{table}_{t} VALUES {rows(i, t)}")
 
 
 def query_all(conn: pymysql.connections.Connection, sql: str, args: Any = None) -> list[tuple]:

@@ -24,11 +24,13 @@ from ddm_fixtures import (
     RawClient,
     ServerError,
     column_type,
+    create_two_level_tables,
     ddm_config,
     decode_binary_row,
     free_port,
     query_all,
     start_ddm,
+    two_level_database,
 )
 
 pytestmark = pytest.mark.integration
@@ -40,21 +42,12 @@ SLOW = "SELECT SUM(seq) > 0 FROM seq_1_to_{n}"  # MariaDB's sequence engine: a r
 def pddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDM]:
     n0 = node0.conf()
     n0["pool"] = {**n0["pool"], "pipelining": {"connections": 1, "max_depth": 8, "max_head_wait": "300ms"}}
+    # sharded: kv split over two physical databases of n0 x two tables (k % 2, then k / 2 % 2)
     dbs = {"app": {"node": "n0", "database": PHYS["app"]},
-           # sharded: kv split over two physical databases of n0 x two tables, by k % 4
-           "shp": {"datasources": {"ds${0..1}": {"node": "n0", "database": "pipe_sh_${0..1}"}},
-                   "tables": {"kv": {"nodes": "ds${0..1}.kv_${0..1}",
-                                     "database_strategy": {"column": "k", "algorithm": "mod"},
-                                     "table_strategy": {"column": "k", "algorithm": "two_level"}}}}}
-    with pymysql.connect(host="127.0.0.1", port=node0.port, user=node0.user, password=node0.password,
-                         autocommit=True) as c, c.cursor() as cur:
-        for i in range(2):
-            cur.execute(f"DROP DATABASE IF EXISTS pipe_sh_{i}")
-            cur.execute(f"CREATE DATABASE pipe_sh_{i}")
-            for t in range(2):
-                cur.execute(f"CREATE TABLE pipe_sh_{i}.kv_{t} (k INT PRIMARY KEY, v VARCHAR(20))")
-                rows = [k for k in range(200) if k % 2 == i and k // 2 % 2 == t]
-                cur.execute(f"INSERT INTO pipe_sh_{i}.kv_{t} VALUES " + ", ".join(f"({k}, 'v{k}')" for k in rows))
+           "shp": two_level_database(["n0", "n0"], "pipe_sh", "kv", "k")}
+    create_two_level_tables(node0, 2, "pipe_sh", "kv", "k INT PRIMARY KEY, v VARCHAR(20)",
+                            rows=lambda i, t: ", ".join(f"({k}, 'v{k}')" for k in range(200)
+                                                        if k % 2 == i and k // 2 % 2 == t))
     d = start_ddm(tmp_path_factory.mktemp("pddm"), ddm_config(free_port(), {"n0": n0}, dbs), mode="thread")
     try:
         yield d
@@ -94,9 +87,22 @@ def _pipe_conn(d: DDM):
     raise AssertionError("no pipe")
 
 
-def _run_clients(client, n: int) -> None:
-    """client(0) .. client(n - 1), each in its own thread, all joined."""
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+def _assert_pipelined(d: DDM, before: dict, at_least: int) -> None:
+    """More than `at_least` statements went over the pipes since `before`, and no pipe failed."""
+    after = _stats(d)
+    assert after["pipelined"] - before["pipelined"] > at_least, (before, after)
+    assert after["failed"] == before["failed"]
+
+
+def _run_clients(client, n: int, errors: list[str]) -> None:
+    """client(0) .. client(n - 1), each in its own thread, all joined; what one raises goes to `errors`."""
+    def guarded(cid: int) -> None:
+        try:
+            client(cid)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"client {cid}: {exc!r}")
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
@@ -111,22 +117,17 @@ def test_many_clients_get_their_own_answers(pddm: DDM) -> None:
     start = threading.Barrier(nclients)
 
     def client(cid: int) -> None:
-        try:
-            c = _connect(pddm)
-            start.wait()
-            for n in range(nqueries):
-                rows = query_all(c, f"SELECT {cid}, {n}, REPEAT('x', {(cid * 7 + n) % 300})")
-                if rows != [(cid, n, "x" * ((cid * 7 + n) % 300))]:
-                    errors.append(f"client {cid} query {n} got {rows!r}")
-            c.close()
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"client {cid}: {exc!r}")
+        c = _connect(pddm)
+        start.wait()
+        for n in range(nqueries):
+            rows = query_all(c, f"SELECT {cid}, {n}, REPEAT('x', {(cid * 7 + n) % 300})")
+            if rows != [(cid, n, "x" * ((cid * 7 + n) % 300))]:
+                errors.append(f"client {cid} query {n} got {rows!r}")
+        c.close()
 
-    _run_clients(client, nclients)
+    _run_clients(client, nclients, errors)
     assert not errors, errors[:5]
-    after = _stats(pddm)
-    assert after["pipelined"] - before["pipelined"] > nclients * nqueries // 2, (before, after)
-    assert after["failed"] == before["failed"]
+    _assert_pipelined(pddm, before, nclients * nqueries // 2)
 
 
 def test_node_error_for_one_client_only(pddm: DDM) -> None:
@@ -337,28 +338,23 @@ def test_prepared_executes_share_the_pipe(pddm: DDM) -> None:
     sql = "SELECT ? + 0, CONCAT('v', ?), REPEAT('x', ?)"
 
     def client(cid: int) -> None:
-        try:
-            with RawClient(pddm.port, user="ddm", password="ddm", db="app") as c:
-                stmt_id, _, nparams = c.prepare(sql)
-                assert nparams == 3
-                start.wait()
-                for n in range(nexec):
-                    rows = c.execute(stmt_id, [cid * 1000 + n, cid, n % 50], send_types=n == 0)
-                    want = [(cid * 1000 + n, b"v%d" % cid, b"x" * (n % 50))]
-                    if rows != want:
-                        errors.append(f"client {cid} exec {n}: {rows!r} != {want!r}")
-                    if n % 10 == 0 and c.query(f"SELECT {cid}, {n}") != [(b"%d" % cid, b"%d" % n)]:
-                        errors.append(f"client {cid} text {n}")
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"client {cid}: {exc!r}")
+        with RawClient(pddm.port, user="ddm", password="ddm", db="app") as c:
+            stmt_id, _, nparams = c.prepare(sql)
+            assert nparams == 3
+            start.wait()
+            for n in range(nexec):
+                rows = c.execute(stmt_id, [cid * 1000 + n, cid, n % 50], send_types=n == 0)
+                want = [(cid * 1000 + n, b"v%d" % cid, b"x" * (n % 50))]
+                if rows != want:
+                    errors.append(f"client {cid} exec {n}: {rows!r} != {want!r}")
+                if n % 10 == 0 and c.query(f"SELECT {cid}, {n}") != [(b"%d" % cid, b"%d" % n)]:
+                    errors.append(f"client {cid} text {n}")
 
-    _run_clients(client, nclients)
+    _run_clients(client, nclients, errors)
     assert not errors, errors[:5]
-    after = _stats(pddm)
     # (the pipe's statement comes from its own COM_STMT_PREPARE, or was already prepared on the pooled connection
     # the pipe took: either way the executes run on it)
-    assert after["pipelined"] - before["pipelined"] > nclients * nexec // 2, (before, after)
-    assert after["failed"] == before["failed"]
+    _assert_pipelined(pddm, before, nclients * nexec // 2)
 
 
 def test_cursor_executes_are_not_pipelined(pddm: DDM) -> None:
@@ -395,26 +391,21 @@ def test_sharded_single_shard_selects_share_the_pipe(pddm: DDM) -> None:
     start = threading.Barrier(nclients)
 
     def client(cid: int) -> None:
-        try:
-            with RawClient(pddm.port, user="ddm", password="ddm", db="shp") as c:
-                stmt_id, _, _ = c.prepare("SELECT k, v FROM kv WHERE k = ?")
-                start.wait()
-                for i in range(n):
-                    k = (cid * 37 + i * 11) % 200
-                    if c.query(f"SELECT v FROM kv WHERE k = {k}") != [(b"v%d" % k,)]:
-                        errors.append(f"client {cid} text k={k}")
-                    rows = c.execute(stmt_id, [k], send_types=i == 0)
-                    if rows != [(k, b"v%d" % k)]:
-                        errors.append(f"client {cid} exec k={k}: {rows!r}")
-                assert c.query("SELECT v FROM kv WHERE k = 1000") == []  # no such row, still one shard
-        except Exception as exc:  # noqa: BLE001
-            errors.append(f"client {cid}: {exc!r}")
+        with RawClient(pddm.port, user="ddm", password="ddm", db="shp") as c:
+            stmt_id, _, _ = c.prepare("SELECT k, v FROM kv WHERE k = ?")
+            start.wait()
+            for i in range(n):
+                k = (cid * 37 + i * 11) % 200
+                if c.query(f"SELECT v FROM kv WHERE k = {k}") != [(b"v%d" % k,)]:
+                    errors.append(f"client {cid} text k={k}")
+                rows = c.execute(stmt_id, [k], send_types=i == 0)
+                if rows != [(k, b"v%d" % k)]:
+                    errors.append(f"client {cid} exec k={k}: {rows!r}")
+            assert c.query("SELECT v FROM kv WHERE k = 1000") == []  # no such row, still one shard
 
-    _run_clients(client, nclients)
+    _run_clients(client, nclients, errors)
     assert not errors, errors[:5]
-    after = _stats(pddm)
-    assert after["pipelined"] - before["pipelined"] > nclients * n, (before, after)  # most of the 2 x 600
-    assert after["failed"] == before["failed"]
+    _assert_pipelined(pddm, before, nclients * n)  # most of the 2 x 600
     # one group per physical database of the sharded database (and the pass-through ones)
     assert {k[1] for k in pddm._server.pipelines.groups} >= {b"pipe_sh_0", b"pipe_sh_1"}
 

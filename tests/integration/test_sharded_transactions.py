@@ -11,7 +11,16 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 from ddm_fixtures import *  # noqa: F403
-from ddm_fixtures import DDM, NO_TLS, Node, ddm_config, free_port, start_ddm
+from ddm_fixtures import (
+    DDM,
+    NO_TLS,
+    Node,
+    create_two_level_tables,
+    ddm_config,
+    free_port,
+    start_ddm,
+    two_level_database,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -21,17 +30,8 @@ N = 64
 @pytest.fixture(scope="module")
 def tddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDM]:
     nodes = {"na": node0.conf(), "nb": node0.conf()}
-    dbs = {"txs": {"datasources": {"ds${0..3}": {"node": "n${['a', 'b', 'a', 'b']}", "database": "txs_${0..3}"}},
-                   "tables": {"acct": {"nodes": "ds${0..3}.acct_${0..1}",
-                                       "database_strategy": {"column": "id", "algorithm": "mod"},
-                                       "table_strategy": {"column": "id", "algorithm": "two_level"}}}}}
-    with pymysql.connect(host="127.0.0.1", port=node0.port, user=node0.user, password=node0.password,
-                         autocommit=True) as c, c.cursor() as cur:
-        for i in range(4):
-            cur.execute(f"DROP DATABASE IF EXISTS txs_{i}")
-            cur.execute(f"CREATE DATABASE txs_{i}")
-            for t in range(2):
-                cur.execute(f"CREATE TABLE txs_{i}.acct_{t} (id INT PRIMARY KEY, bal INT NOT NULL) ENGINE=InnoDB")
+    dbs = {"txs": two_level_database(["na", "nb", "na", "nb"], "txs", "acct", "id")}
+    create_two_level_tables(node0, 4, "txs", "acct", "id INT PRIMARY KEY, bal INT NOT NULL")
     d = start_ddm(tmp_path_factory.mktemp("tddm"), ddm_config(free_port(), nodes, dbs), mode="thread")
     try:
         c = _connect(d)
