@@ -226,7 +226,13 @@ def environment(opts: argparse.Namespace, node_version: str) -> str:
             f"{platform.release()}, Python {platform.python_version()}; MariaDB {node_version}; sysbench {opts.threads} threads, "
             f"{opts.tables} tables x {opts.table_size} rows, {opts.time} s per run; ddm workers {opts.workers}"
             f"{'; rules ' + opts.rules if opts.rules else ''}"
-            f"{f'; pool.pipelining connections {opts.pipelining}' if opts.pipelining else ''}")
+            f"; pool.pipelining {pipelining_label(opts.pipelining)}")
+
+
+def pipelining_label(connections: int | None) -> str:
+    if connections is None:
+        return "as configured (default: on, 1 connection)"
+    return f"connections {connections}" if connections else "off"
 
 
 def record(table: str, env: str, argv: list[str]) -> None:
@@ -241,13 +247,14 @@ def record(table: str, env: str, argv: list[str]) -> None:
 
 
 def pipelining_config(path: str, connections: int) -> str:
-    """A copy of the ddm.yaml at `path` (next to it) with pool.pipelining on every node."""
+    """A copy of the ddm.yaml at `path` (next to it) with pool.pipelining on every node (0: off)."""
     import yaml
 
     with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
     for node in (doc.get("nodes") or {}).values():
-        node["pool"] = {**(node.get("pool") or {}), "pipelining": {"connections": connections}}
+        node["pool"] = {**(node.get("pool") or {}),
+                        "pipelining": {"connections": connections} if connections else False}
     out = os.path.join(os.path.dirname(os.path.abspath(path)), "ddm-pipelining.yaml")
     with open(out, "w", encoding="utf-8") as f:
         yaml.safe_dump(doc, f, sort_keys=False)
@@ -271,9 +278,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--user", default="ddm", help="ddm client user from ddm.yaml (default %(default)s)")
     p.add_argument("--direct-only", action="store_true", help="only the direct runs (tests the harness)")
     p.add_argument("--relay", action="store_true", help="also measure a bare uvloop byte relay (perf/relay.py)")
-    p.add_argument("--pipelining", type=int, nargs="?", const=1, default=0, metavar="CONNECTIONS",
-                   help="run ddm with pool.pipelining on every node (CONNECTIONS shared connections, default 1), "
-                        "from a copy of the sandbox's ddm.yaml")
+    p.add_argument("--pipelining", type=int, default=None, metavar="CONNECTIONS",
+                   help="run ddm with pool.pipelining set on every node to CONNECTIONS shared connections (0: off), "
+                        "from a copy of the sandbox's ddm.yaml; default: the sandbox's config (pipelining on)")
     p.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.relative_to(HERE.parent)}")
     return p.parse_args(argv)
 
@@ -341,8 +348,8 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
         sysbench("oltp_read_write", "cleanup", direct, opts)
         sysbench("oltp_read_write", "prepare", direct, opts)
         if not opts.direct_only:
-            config_path = box.config_path if not opts.pipelining else pipelining_config(box.config_path,
-                                                                                        opts.pipelining)
+            config_path = (box.config_path if opts.pipelining is None
+                           else pipelining_config(box.config_path, opts.pipelining))
             server = DdmServer(config_path, opts.workers, box.listen_port,
                                os.path.join(box.dir, "bench-ddm-server.log"))
             print("preparing the same through ddm (sbtest)", file=sys.stderr)

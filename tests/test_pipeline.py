@@ -77,8 +77,10 @@ def _doc(pool: dict) -> dict:
 
 
 def test_config_pipelining() -> None:
-    assert from_dict(_doc({})).nodes["n0"].pool.pipelining is None
+    assert from_dict(_doc({})).nodes["n0"].pool.pipelining == PipelineConfig()  # on by default
+    assert from_dict(_doc({"max_size": 1})).nodes["n0"].pool.pipelining is None  # ... unless nothing can be shared
     assert from_dict(_doc({"pipelining": False})).nodes["n0"].pool.pipelining is None
+    assert from_dict(_doc({"pipelining": None})).nodes["n0"].pool.pipelining is None
     assert from_dict(_doc({"pipelining": True})).nodes["n0"].pool.pipelining == PipelineConfig()
     got = from_dict(_doc({"pipelining": {"connections": 2, "max_depth": 16, "max_head_wait": "2ms"}}))
     assert got.nodes["n0"].pool.pipelining == PipelineConfig(connections=2, max_depth=16, max_head_wait=0.002)
@@ -139,9 +141,14 @@ class FakeClient:
         self.cursors = 0
         self.flavour = 0
         self.session = SimpleNamespace(autocommit=True, signature=())
+        self.no_pipe = False
+        self.reruns = 0
 
     def command_done(self) -> None:
         self.done += 1
+
+    def run_unpiped(self) -> None:
+        self.reruns += 1
 
     def _error(self, code: int, message: str, seq: int = 1) -> None:
         self.errors.append(code)
@@ -233,6 +240,39 @@ def test_client_gone_while_queued(pipe: Pipe) -> None:
     assert a.transport.data == _rs("a")[:3] and b.transport.data == b""
     assert c.transport.data == _rs("c") and c.done == 1 and a.done == 0 and b.done == 0
     assert not pipe.dead
+
+
+def test_clients_behind_a_slow_head_are_rerun_and_their_responses_dropped(pipe: Pipe) -> None:
+    pipe.cfg = PipelineConfig(max_depth=4, max_head_wait=0.005)
+    a, b, c = FakeClient("a"), FakeClient("b"), FakeClient("c")
+    for x in (a, b):
+        assert pipe.submit(x, b"q")
+    assert pipe.watch is not None  # armed when the first client queued behind the head
+    pipe.owner.loop.run_until_complete(asyncio.sleep(0.03))
+    assert (a.reruns, b.reruns) == (0, 1) and b._piped is None and a._piped is pipe
+    assert pipe.owner.counters["rescued"] == 1 and pipe.watch is None
+    assert not pipe.has_room()  # the head is still slow: new statements take the normal path
+    pipe.head_started = pipe.owner.loop.time()
+    assert pipe.submit(c, b"q")  # behind the head and b's dropped place
+    pipe.conn.data_received(_rs("a") + _rs("b") + _rs("c"))
+    assert a.transport.data == _rs("a") and b.transport.data == b"" and c.transport.data == _rs("c")
+    assert (a.done, b.done, c.done) == (1, 0, 1)
+    assert not pipe.queue and not pipe.dead
+
+
+def test_kill_of_the_head_isolates_it_and_of_a_queued_client_interrupts_it(pipe: Pipe) -> None:
+    a, b, c = FakeClient("a"), FakeClient("b"), FakeClient("c")
+    for x in (a, b, c):
+        pipe.submit(x, b"q")
+    pipe.prepare_kill(c, query_only=True)  # queued: answered as interrupted, its place dropped
+    assert c.errors == [ER.QUERY_INTERRUPTED] and c.done == 1 and c._piped is None
+    pipe.prepare_kill(a, query_only=True)  # running: the others move, the pipe takes nothing more
+    assert b.reruns == 1 and b._piped is None and a._piped is pipe
+    assert pipe.closing and pipe not in pipe.group.pipes and not pipe.dead
+    pipe.conn.data_received(_err(b"Query execution was interrupted") + _rs("b") + _rs("c"))
+    assert a.transport.data == _err(b"Query execution was interrupted") and a.done == 1
+    assert b.transport.data == b"" and c.transport.data.count(b"interrupted") == 1
+    assert pipe.dead  # closed once its queue emptied
 
 
 def test_paused_head_is_resumed_when_its_response_ends(pipe: Pipe) -> None:

@@ -94,7 +94,7 @@ class PoolConfig:
     idle_timeout: float = 300.0  # close connections idle longer than this (down to min_size)
     max_lifetime: float = 3600.0  # recycle connections older than this when they come back
     ping_interval: float = 30.0  # COM_PING idle connections this often
-    pipelining: PipelineConfig | None = None  # None = off
+    pipelining: PipelineConfig | None = PipelineConfig()  # None = off
 
 
 @dataclass(frozen=True)
@@ -870,8 +870,10 @@ class _Checker:
             idle_timeout=self.duration(m, "idle_timeout", path, d.idle_timeout),
             max_lifetime=self.duration(m, "max_lifetime", path, d.max_lifetime),
             ping_interval=self.duration(m, "ping_interval", path, d.ping_interval),
-            pipelining=self.pipelining(m.get("pipelining"), f"{path}.pipelining"),
+            pipelining=self.pipelining(m.get("pipelining", True), f"{path}.pipelining"),
         )
+        if "pipelining" not in m and pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:
+            pool = dataclasses.replace(pool, pipelining=None)  # on by default, unless the pool is too small to share from
         if pool.min_size > pool.max_size:
             self.err(f"{path}.min_size", f"must not exceed max_size ({pool.min_size} > {pool.max_size})")
         if pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:

@@ -110,6 +110,8 @@ class ClientConnection(FrontendCore):
         self.txn_begin: bytes | None = None  # sharded: the BEGIN to send to each node the transaction reaches
         self.sticky: set[str] = set()  # reasons the pinned connection must stay (locks, temporary tables)
         self._piped = None  # the ddm.pipeline.Pipe this client's SELECT is queued on
+        self.no_pipe = False  # set while run_unpiped runs the command again
+        self.payload = b""  # the command being answered
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -433,6 +435,7 @@ class ClientConnection(FrontendCore):
     def _dispatch(self, payload: bytes) -> None:
         cmd = payload[0] if payload else -1
         self.queries += 1
+        self.payload = payload
         if self.config is not self.server.config and self.conn is None and not self.txn_conns \
                 and self.txn_begin is None:
             # a new snapshot applies from the next transaction on; the session's logical database is looked up
@@ -949,6 +952,23 @@ class ClientConnection(FrontendCore):
             if conn is not self.conn:
                 conn.pool.release(conn)
         self._slow(self._execute_slow(stmt, payload, node, phys))
+
+    def run_unpiped(self) -> None:
+        """Answer the current command again, without a pipe: it was queued on one behind a slow statement
+        (ddm.pipeline.Pipe.rescue) and its response there will be dropped."""
+        payload = self.payload
+        self.no_pipe = True
+        try:
+            if payload[0] == COM_QUERY:
+                self._com_query(payload)
+            else:
+                self._com_stmt_execute(payload)
+        except Exception as exc:  # it was parsed once already; anything here is ddm's fault, not the client's
+            log.exception("re-running a pipelined statement failed")
+            self._error(ER.UNKNOWN_ERROR, f"ddm could not run the statement: {exc}")
+            self.command_done()
+        finally:
+            self.no_pipe = False
 
     def _execute_payload(self, stmt: ClientStatement, bstmt, payload: bytes) -> bytes:
         """The client's COM_STMT_EXECUTE with the backend statement id, carrying parameter types if needed."""

@@ -26,10 +26,13 @@ pipe connection gives every queued client what a client of a lost normal connect
 a closed connection when part of its result was already sent), and the pipe is dropped. A client that disconnects
 while queued has its response read and discarded.
 
-KILL QUERY: the node thread of a pipe runs many clients' statements and ddm cannot tell which one is executing at a
-given instant, so a pipelined statement is not killable: `ddm.threads.busy_backends` does not see pipe connections
-and KILL QUERY answers OK without killing anything (the statement is a short read-only SELECT; KILL CONNECTION
-still closes the client, whose response is then discarded).
+Slow heads: statements queued behind one that has run `max_head_wait` move to the normal path (`Pipe.rescue`: run
+again there, their responses on the pipe dropped), and new ones stop joining that pipe until it is through, so one
+slow SELECT costs the others at most `max_head_wait` of waiting.
+
+KILL: the node thread of a pipe runs many clients' statements, so a KILL QUERY for it must not arrive while another
+client's statement runs there. `Pipe.prepare_kill` makes sure of that before `ddm.threads` sends it: the target's
+running statement gets its pipe to itself (the others move, the pipe closes after it); a queued one is dropped.
 """
 
 from __future__ import annotations
@@ -107,6 +110,16 @@ class _Prepare:
         self.sql = sql
 
 
+class _Discard:
+    """The place in the queue of a client moved to the normal path (`Pipe.rescue`): its command went out on the
+    pipe already, so its response is read and dropped."""
+
+    __slots__ = ()
+
+
+_DISCARD = _Discard()
+
+
 class _Signature:
     """What `ddm.session.synchronize` reads of a session: its signature."""
 
@@ -132,6 +145,7 @@ class Pipe:
         self.preparing: set[bytes] = set()  # statements this pipe's own COM_STMT_PREPARE is out for
         self.unpreparable: set[bytes] = set()  # statements whose prepare failed here: not tried again
         self.outbuf: list[bytes] = []  # commands queued in this loop iteration, written together by _flush
+        self.watch = None  # timer handle of _check_head while clients wait behind the head
         conn.protocol_violation = self._extra  # bytes past the head's response: the next client's
 
     def has_room(self) -> bool:
@@ -159,6 +173,8 @@ class Pipe:
         client._piped = self
         if len(q) == 1:
             self._start(client)
+        elif self.watch is None:
+            self.watch = self.owner.loop.call_at(self.head_started + self.cfg.max_head_wait, self._check_head)
         self._send(packet)
         self.owner.counters["pipelined"] += 1
 
@@ -192,10 +208,60 @@ class Pipe:
             conn.sink = None
             conn.packets = []
             conn.begin(MODE_COLLECT, KIND_PREPARE)
+        elif type(client) is _Discard:
+            conn.sink = None
+            conn.begin(MODE_FORWARD, KIND_RESULT)
         else:
             conn.sink = client.transport if client.phase != PH_CLOSED else None
             conn.begin(MODE_FORWARD, KIND_RESULT)
         self.head_started = self.owner.loop.time()
+
+    def _check_head(self) -> None:
+        """Clients wait behind the head: once it has run max_head_wait, they move to the normal path."""
+        self.watch = None
+        if len(self.queue) < 2 or self.dead:
+            return
+        due = self.head_started + self.cfg.max_head_wait
+        if self.owner.loop.time() >= due:
+            self.rescue()
+        else:  # the head changed since the timer was set
+            self.watch = self.owner.loop.call_at(due, self._check_head)
+
+    def rescue(self) -> None:
+        """Run the statements of the clients queued behind the head again on the normal path, so one slow SELECT
+        does not hold up other clients' statements (read-only: running one twice is harmless). Their commands went
+        out on this connection already: their places become `_Discard`s, whose responses are read and dropped."""
+        q = self.queue
+        moved = []
+        for i in range(1, len(q)):
+            c = q[i]
+            if type(c) is not _Prepare and type(c) is not _Discard:
+                q[i] = _DISCARD
+                c._piped = None
+                moved.append(c)
+        self.owner.counters["rescued"] += len(moved)
+        for c in moved:
+            if c.phase != PH_CLOSED:
+                c.run_unpiped()
+
+    def prepare_kill(self, client: ClientConnection, query_only: bool) -> None:
+        """KILL [QUERY] of `client`, whose statement is on this pipe. Running (the head): the other clients move to
+        the normal path and the pipe takes nothing more and closes after it, so a KILL QUERY sent to this
+        connection's node thread (`ddm.threads.busy_backends`) can only interrupt `client`'s statement or one whose
+        response is dropped. Still queued: its place is dropped and (KILL QUERY) it is answered as interrupted."""
+        q = self.queue
+        if self.dead or client not in q:
+            return
+        if q[0] is client:
+            self.rescue()
+            if not self.closing:
+                self.close()
+            return
+        q[q.index(client)] = _DISCARD
+        client._piped = None
+        if query_only and client.phase != PH_CLOSED:
+            client._error(ER.QUERY_INTERRUPTED, "Query execution was interrupted")
+            client.command_done()
 
     def _extra(self, extra: bytes) -> None:
         if not self.queue:  # bytes nobody asked for: the stream is out of step
@@ -221,6 +287,12 @@ class Pipe:
     def _done(self, conn: BackendConnection) -> None:
         q = self.queue
         client = q.popleft()
+        if type(client) is _Discard:
+            if conn.closed or conn.broken:
+                self.fail("connection lost", head_forwarded=False)
+                return
+            self._next(conn)
+            return
         if type(client) is _Prepare:
             if conn.closed or conn.broken:
                 self.fail("connection lost", head_forwarded=False)
@@ -294,10 +366,13 @@ class Pipe:
         self.group.remove(self)
         if head_forwarded is None:
             head_forwarded = self.conn.forwarded_any
-        clients = [c for c in self.queue if type(c) is not _Prepare]
+        clients = [c for c in self.queue if type(c) is not _Prepare and type(c) is not _Discard]
         head_forwarded = head_forwarded and bool(self.queue) and self.queue[0] is (clients[0] if clients else None)
         self.queue.clear()
         self.preparing.clear()
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         for c in clients:
             c._piped = None
             self._unpause(c)
@@ -314,6 +389,9 @@ class Pipe:
 
     def _close_conn(self) -> None:
         self.dead = True
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         conn = self.conn
         conn._done_cb = None
         conn.sink = None
@@ -353,7 +431,7 @@ class Pipelines:
         self.groups: dict[tuple, _Group] = {}
         self.nodes: dict[str, PipelineConfig] = {}
         self.counters = {"pipelined": 0, "prepared": 0, "refused_statement": 0, "refused_client": 0, "full": 0,
-                         "slow_head": 0, "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
+                         "slow_head": 0, "rescued": 0, "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
         self.configure(server.config)
 
     def configure(self, config: Config, changed: set[str] | frozenset[str] = frozenset()) -> None:
@@ -403,7 +481,7 @@ class Pipelines:
         if cfg is None:
             return None
         if (client.conn is not None or client.sticky or client.txn_conns or client.txn_begin is not None
-                or not client.session.autocommit or client.cursors or client._piped is not None):
+                or not client.session.autocommit or client.cursors or client._piped is not None or client.no_pipe):
             self.counters["refused_client"] += 1
             return None
         if not pipelinable(sql, digest):

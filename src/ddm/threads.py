@@ -6,8 +6,10 @@ node as written (every node thread belongs to ddm's node account). KILL QUERY se
 over a separate pooled connection for each backend connection running the target's statement; KILL CONNECTION also
 closes the target, whose backend connections then go back reset (or closed when mid-response). A client finds and
 kills connections of its own worker only; ddm users are equals, so any connection of the same user may be killed.
-A SELECT queued on a shared pipelined connection (`ddm.pipeline`) is not killable: that node thread runs other
-clients' statements too, so busy_backends does not report it and KILL QUERY answers OK without killing anything.
+A SELECT on a shared pipelined connection (`ddm.pipeline`) that is running there is killed the same way once its
+pipe is isolated (`Pipe.prepare_kill`: the other clients queued move to the normal path, the pipe takes nothing more
+and closes after it), so the node thread cannot be running another client's statement when the KILL arrives; a
+SELECT still queued behind another is not running anywhere yet: KILL QUERY answers OK, KILL CONNECTION drops it.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def kill(client: ClientConnection, thread_id: int, query_only: bool) -> None:
             client.close()
             return
     else:
+        if target._piped is not None:
+            target._piped.prepare_kill(target, query_only)  # its statement is on a shared connection
+            if query_only and target._piped is None:  # it was queued there, not running: answered as interrupted
+                client._ok()
+                client.command_done()
+                return
         conns = busy_backends(target)
         if conns:
             client._slow(_kill_queries(client, target, conns, close=not query_only))
@@ -142,6 +150,9 @@ def busy_backends(target: ClientConnection) -> list[BackendConnection]:
     relay = target.infile_conn()
     found: list[BackendConnection] = []
     streaming = [s.conn for s in target._scatter.sources] if target._scatter is not None else []
+    piped = target._piped
+    if piped is not None and piped.closing and piped.queue and piped.queue[0] is target:
+        streaming.append(piped.conn)  # a pipe given to this statement alone (Pipe.prepare_kill)
     for c in (target._fwd, relay, target.conn, *target.txn_conns.values(), *streaming):
         if c is not None and not c.closed and c not in found and (c.mode != MODE_IDLE or c is relay):
             found.append(c)

@@ -211,6 +211,67 @@ def test_slow_head_sends_others_to_the_normal_path(pddm: DDM) -> None:
     other.close()
 
 
+def _slow_seconds(c: pymysql.connections.Connection, n: int = 20_000_000) -> float:
+    t0 = time.monotonic()
+    query_all(c, SLOW.format(n=n))
+    return time.monotonic() - t0
+
+
+def test_clients_queued_behind_a_slow_head_move_to_the_normal_path(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    slow = _connect(pddm)
+    slow_seconds = _slow_seconds(slow)
+    if slow_seconds < 0.8:
+        pytest.skip(f"the slow SELECT took only {slow_seconds:.2f}s here")
+    other = _connect(pddm)
+    query_all(other, "SELECT 0")
+    before = _stats(pddm)
+    done: list[str] = []
+    t = threading.Thread(target=lambda: (query_all(slow, SLOW.format(n=20_000_000)), done.append("slow")))
+    t.start()
+    time.sleep(0.05)  # the slow SELECT is the pipe's head; the next one joins behind it (head younger than 300ms)
+    assert query_all(other, "SELECT 42") == [(42,)]
+    done.append("other")
+    t.join(30)
+    # answered after max_head_wait on another connection, not after the slow SELECT
+    assert done == ["other", "slow"], done
+    after = _stats(pddm)
+    assert after["rescued"] > before["rescued"], (before, after)
+    assert after["failed"] == before["failed"]
+    assert query_all(other, "SELECT 43") == [(43,)]
+    slow.close()
+    other.close()
+
+
+def test_kill_query_of_a_pipelined_select(pddm: DDM) -> None:
+    _pipe_ready(pddm)
+    slow = _connect(pddm)
+    if _slow_seconds(slow) < 0.8:
+        pytest.skip("the slow SELECT is too fast here")
+    killer = _connect(pddm)
+    before = _stats(pddm)
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["rows"] = query_all(slow, SLOW.format(n=20_000_000))
+        except pymysql.err.MySQLError as exc:
+            out["error"] = exc.args[0]
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.1)
+    assert _stats(pddm)["pipelined"] > before["pipelined"]  # the slow SELECT runs on the pipe
+    query_all(killer, f"KILL QUERY {slow.thread_id()}")
+    t.join(30)
+    assert out.get("error") == 1317, out  # ER_QUERY_INTERRUPTED, from the data node
+    assert query_all(slow, "SELECT 7") == [(7,)]
+    assert query_all(killer, "SELECT 8") == [(8,)]
+    assert _stats(pddm)["failed"] == before["failed"]
+    slow.close()
+    killer.close()
+
+
 def test_session_dependent_statements_are_not_pipelined(pddm: DDM) -> None:
     _pipe_ready(pddm)
     c = _connect(pddm)
@@ -306,23 +367,32 @@ def test_node_connection_killed(pddm: DDM, node0: Node) -> None:
         c.close()
 
 
-def test_kill_query_does_not_touch_a_pipe(pddm: DDM) -> None:
-    """KILL QUERY of a client queued on a pipe kills nothing (the pipe's node thread runs others' statements)."""
+def test_kill_query_of_a_queued_select_leaves_the_head_alone(pddm: DDM) -> None:
+    """KILL QUERY of a client queued on a pipe behind another's statement: it is answered as interrupted, without a
+    KILL on the node (whose thread runs the head's statement), and the head completes."""
     _pipe_ready(pddm)
     head, queued, killer = _connect(pddm), _connect(pddm), _connect(pddm)
     qid = query_all(queued, "SELECT CONNECTION_ID()")[0][0]
     out: dict = {}
-    t1 = threading.Thread(target=lambda: out.setdefault("head", query_all(head, SLOW.format(n=5_000_000))))
+
+    def run(name: str, c: pymysql.connections.Connection, sql: str) -> None:
+        try:
+            out[name] = query_all(c, sql)
+        except pymysql.err.MySQLError as exc:
+            out[name] = exc.args[0]
+
+    t1 = threading.Thread(target=run, args=("head", head, SLOW.format(n=5_000_000)))
     t1.start()
     time.sleep(0.02)
-    t2 = threading.Thread(target=lambda: out.setdefault("queued", query_all(queued, "SELECT 2")))
+    t2 = threading.Thread(target=run, args=("queued", queued, "SELECT 2"))
     t2.start()
-    time.sleep(0.02)
+    time.sleep(0.02)  # well within max_head_wait (300ms): still queued behind the head
     with killer.cursor() as cur:
         cur.execute(f"KILL QUERY {qid}")
     t1.join(30)
     t2.join(30)
-    assert out == {"head": [(1,)], "queued": [(2,)]}
+    assert out == {"head": [(1,)], "queued": 1317}, out
+    assert query_all(queued, "SELECT 3") == [(3,)]
     for c in (head, queued, killer):
         c.close()
 
