@@ -11,7 +11,7 @@ import pytest
 
 from ddm import pipeline
 from ddm.backend import BackendConnection
-from ddm.config import ConfigError, PipelineConfig, from_dict
+from ddm.config import ConfigError, PipelineConfig, PoolConfig, from_dict
 from ddm.constants import er as ER
 from ddm.frontend import ClientConnection, ClientStatement
 from ddm.pipeline import Pipe, Pipelines, _Group, pipelinable
@@ -323,6 +323,25 @@ def test_close_waits_for_the_queue(pipe: Pipe) -> None:
     assert not pipe.conn.closed and pipe not in pipe.group.pipes
     pipe.conn.data_received(_rs("a"))
     assert a.transport.data == _rs("a") and pipe.conn.closed
+
+
+def test_sweep_closes_idle_groups_and_retires_old_connections(pipe: Pipe) -> None:
+    owner = pipe.owner
+    owner.server.config = SimpleNamespace(nodes={"n0": SimpleNamespace(pool=PoolConfig(idle_timeout=60,
+                                                                                       max_lifetime=600))})
+    owner.groups[pipe.group.key] = pipe.group
+    now = owner.loop.time()
+    pipe.group.last_used = now
+    a = FakeClient("a")
+    pipe.submit(a, b"q")
+    pipe.conn.created -= 601  # older than max_lifetime: retires after its statement
+    owner._sweep()
+    assert pipe.closing and not pipe.conn.closed and owner._sweeper is not None
+    pipe.conn.data_received(_rs("a"))
+    assert a.transport.data == _rs("a") and pipe.conn.closed
+    pipe.group.last_used = now - 61  # unused for longer than idle_timeout: the group goes
+    owner._sweep()
+    assert not owner.groups and owner._sweeper is None
 
 
 def test_submit_refuses_clients_with_state(pipe: Pipe) -> None:

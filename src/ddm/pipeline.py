@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,7 @@ MAX_SQL = 16384  # longer statements take the normal path
 RETRY_AFTER = 1.0  # seconds before opening a pipe is tried again after a failure
 MAX_UNPREPARABLE = 256  # statements a pipe remembers it could not prepare
 MAX_KEYS_PER_NODE = 16  # distinct (database, flavour, signature) pipe groups per node; more go the normal path
+SWEEP_EVERY = 1.0  # seconds between looks for pipes past the pool's idle_timeout or max_lifetime
 
 # Words that make a SELECT depend on, or change, the state of the connection it runs on, or lock, wait, write or
 # run long by design. Matched as whole words of the digest (upper-cased; string literals are already `?`), so a
@@ -432,6 +434,7 @@ class Pipelines:
         self.nodes: dict[str, PipelineConfig] = {}
         self.counters = {"pipelined": 0, "prepared": 0, "refused_statement": 0, "refused_client": 0, "full": 0,
                          "slow_head": 0, "rescued": 0, "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
+        self._sweeper = None  # timer of _sweep while there are groups
         self.configure(server.config)
 
     def configure(self, config: Config, changed: set[str] | frozenset[str] = frozenset()) -> None:
@@ -447,6 +450,32 @@ class Pipelines:
         for group in list(self.groups.values()):
             self._drop(group)
         self.nodes = {}
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        """The pool's rules for idle and old connections, applied to pipes: a group unused for the node pool's
+        idle_timeout is closed, and a pipe connection older than max_lifetime retires once its queue is empty (its
+        group opens a new one on demand)."""
+        self._sweeper = None
+        now = self.loop.time()
+        mono = time.monotonic()  # BackendConnection.created is on this clock
+        nodes = self.server.config.nodes
+        for key, group in list(self.groups.items()):
+            node = nodes.get(key[0])
+            if node is None:
+                self._drop(group)
+                continue
+            pool = node.pool
+            if group.idle() and now - group.last_used > pool.idle_timeout:
+                self._drop(group)
+                continue
+            for pipe in list(group.pipes):
+                if mono - pipe.conn.created > pool.max_lifetime:
+                    pipe.close()
+        if self.groups:
+            self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
 
     def submit(self, client: ClientConnection, node: str, phys: bytes | None, sql: bytes, packet: bytes,
                digest: bytes | None = None) -> bool:
@@ -495,6 +524,8 @@ class Pipelines:
                 self.counters["no_pipe"] += 1
                 return False
             group = self.groups[key] = _Group(key, cfg)
+            if self._sweeper is None:
+                self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
         group.last_used = now
         pipes = group.pipes
         if len(pipes) < cfg.connections and not group.opening and now >= group.retry_at:
