@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     stmt = NS(plan=stmt_plan, lexed=stmt_lexed, long_data=[], nparams=1, param_types=b"\x03\x00", last_payload=b"")
     bstmt = NS(stmt_id=7, types_bound=b"\x03\x00")
     conn = NS(cached_stmt=lambda sql: bstmt)
-    client = NS(server=NS(sharding=NS(plans=plans)), session=NS(db="sbtest", dbconf=db),
+    client = NS(server=NS(sharding=NS(plans=plans), pipelines=NS(nodes={})), session=NS(db="sbtest", dbconf=db),
                 config=NS(generation=1), txn_conns={}, txn_begin=None, conn=None,
                 _ready_conn=lambda node, phys: conn, _execute_payload=lambda s, b, payload: payload,
                 _forward=lambda c, packet: None)
