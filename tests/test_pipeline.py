@@ -4,10 +4,13 @@ handling over a BackendConnection fed node responses by hand."""
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ddm import pipeline
 from ddm.backend import BackendConnection
@@ -159,22 +162,29 @@ class FakeClient:
         self.phase = 3
 
 
-@pytest.fixture
-def pipe():
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    server = SimpleNamespace(loop=loop, config=SimpleNamespace(nodes={}))
-    owner = Pipelines(server)
+def _new_pipe(loop: asyncio.AbstractEventLoop) -> Pipe:
+    owner = Pipelines(SimpleNamespace(loop=loop, config=SimpleNamespace(nodes={})))
     conn = BackendConnection("n0", "u", "p", 0)
     conn.transport = Sink()
     conn.mode = 0
-    cfg = PipelineConfig(max_depth=4, max_head_wait=10.0)
-    group = _Group(("n0", b"db", 0, ()), cfg)
+    group = _Group(("n0", b"db", 0, ()), PipelineConfig(max_depth=4, max_head_wait=10.0))
     p = Pipe(owner, group, conn)
     group.pipes.append(p)
-    yield p
+    return p
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield loop
     loop.close()
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def pipe(loop: asyncio.AbstractEventLoop) -> Pipe:
+    return _new_pipe(loop)
 
 
 def _rs(value: str) -> bytes:
@@ -477,3 +487,130 @@ def test_execute_with_full_queue_does_not_touch_the_statement(pipe: Pipe) -> Non
         assert owner.submit(FakeClient(str(i)), "n0", b"db", b"SELECT 0", b"q")
     assert not owner.submit_execute(ExecClient("x"), "n0", b"db", stmt, _execute(1, 5))
     assert pipe.conn.cached_stmt(SQL).types_bound is None  # the types were not recorded as sent
+
+
+# --- model-based: random interleavings of statements, node answers, rescues, kills and disconnects -------------
+_OP = st.one_of(
+    st.tuples(st.just("submit"), st.integers(0, 3)),
+    st.tuples(st.just("flush")),
+    st.tuples(st.just("deliver"), st.integers(1, 200)),
+    st.tuples(st.just("rescue")),
+    st.tuples(st.just("kill"), st.integers(0, 3), st.booleans()),
+    st.tuples(st.just("gone"), st.integers(0, 3)),
+)
+
+
+def _node_answer(command: bytes) -> bytes:
+    """What the data node sends for one framed COM_QUERY `SELECT <tag>`: a row, or an error for every 4th tag."""
+    tag = command[4 + 8:].decode()
+    if int(tag.rsplit("-", 1)[1]) % 4 == 3:
+        return _err(b"no such table: " + tag.encode())
+    return _rs(tag)
+
+
+@settings(max_examples=int(os.environ.get("DDM_PIPE_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(_OP, max_size=60))
+def test_random_interleavings_keep_every_answer_with_its_client(loop: asyncio.AbstractEventLoop,
+                                                                ops: list[tuple]) -> None:
+    """Each statement ends exactly one way - answered on the pipe (its own bytes, in order), run again elsewhere
+    (rescue, or a KILL of the head), interrupted while queued, or dropped with its disconnected client - and no
+    client ever receives bytes of another's statement."""
+    pipe = _new_pipe(loop)
+    clients = [FakeClient(f"c{i}") for i in range(4)]
+    stmts: list[dict] = []  # {client, tag, state: queued | rerun | interrupted | gone}
+    inflight: dict[int, dict] = {}
+    gone: set[int] = set()
+    written = 0  # bytes of commands the node has read
+    pending = b""  # bytes the node has sent that ddm has not read yet
+    n = 0
+
+    def node_reads() -> None:
+        nonlocal written, pending
+        data = pipe.conn.transport.data
+        while written + 4 <= len(data):
+            length = int.from_bytes(data[written:written + 3], "little")
+            if data[written + 4] == 0x03:  # COM_QUERY; a retired pipe's COM_QUIT gets no answer
+                pending += _node_answer(data[written:written + 4 + length])
+            written += 4 + length
+
+    for op in ops:
+        if op[0] == "submit":
+            i = op[1]
+            if i in gone or i in inflight or pipe.closing:
+                continue
+            n += 1
+            tag = f"c{i}-{n}"
+            if pipe.submit(clients[i], frame(b"\x03SELECT " + tag.encode(), 0)):
+                inflight[i] = {"client": i, "tag": tag, "state": "queued"}
+                stmts.append(inflight[i])
+        elif op[0] == "flush":
+            pipe._flush()
+            node_reads()
+        elif op[0] == "deliver":
+            chunk, pending = pending[:op[1]], pending[op[1]:]
+            if chunk:
+                pipe.conn.data_received(chunk)
+        elif op[0] == "rescue":
+            behind = [c for c in list(pipe.queue)[1:] if isinstance(c, FakeClient) and c.phase != 3]
+            reruns = [c.reruns for c in behind]
+            pipe.rescue()
+            assert [c.reruns for c in behind] == [r + 1 for r in reruns]
+            for c in behind:
+                inflight.pop(clients.index(c))["state"] = "rerun"
+        elif op[0] == "kill":
+            i, query_only = op[1], op[2]
+            if i not in inflight or clients[i]._piped is not pipe:
+                continue
+            if pipe.queue[0] is clients[i]:
+                behind = [c for c in list(pipe.queue)[1:] if isinstance(c, FakeClient) and c.phase != 3]
+                pipe.prepare_kill(clients[i], query_only)
+                assert pipe.closing and pipe.queue[0] is clients[i]
+                for c in behind:
+                    inflight.pop(clients.index(c))["state"] = "rerun"
+            else:
+                pipe.prepare_kill(clients[i], query_only)
+                assert clients[i]._piped is None
+                if query_only:
+                    inflight.pop(i)["state"] = "interrupted"
+                else:  # KILL CONNECTION: ddm.threads closes the client next
+                    clients[i].phase = 3
+                    gone.add(i)
+                    inflight.pop(i)["state"] = "gone"
+        elif op[0] == "gone":
+            i = op[1]
+            if i in gone:
+                continue
+            clients[i].phase = 3
+            gone.add(i)
+            if clients[i]._piped is not None:
+                clients[i]._piped.client_gone(clients[i])
+            if i in inflight:
+                inflight.pop(i)["state"] = "gone"
+        # answered statements leave `inflight` when their client's command is done
+        for i, s in list(inflight.items()):
+            if clients[i]._piped is None and s["state"] == "queued":
+                inflight.pop(i)
+
+    pipe._flush()
+    node_reads()
+    if pending:
+        pipe.conn.data_received(pending)
+    assert not pipe.queue
+    assert pipe.dead == pipe.closing  # a KILL of the head retires the pipe once it is through; nothing else ends it
+    for i, c in enumerate(clients):
+        mine = [s for s in stmts if s["client"] == i]
+        want = b""
+        for s in mine:
+            if s["state"] == "gone":  # part of its answer may have gone out before the client went
+                want += _node_answer(frame(b"\x03SELECT " + s["tag"].encode(), 0))
+                break
+            if s["state"] == "queued":  # answered on the pipe
+                want += _node_answer(frame(b"\x03SELECT " + s["tag"].encode(), 0))
+            elif s["state"] == "interrupted":
+                want += frame(err_packet(ER.QUERY_INTERRUPTED, b"HY000", b"Query execution was interrupted"), 1)
+        if i in gone:
+            assert want.startswith(c.transport.data), (i, c.transport.data, want)
+        else:
+            assert c.transport.data == want, (i, c.transport.data, want)
+            done = sum(1 for s in mine if s["state"] in ("queued", "interrupted"))
+            assert c.done == done and c.reruns == sum(1 for s in mine if s["state"] == "rerun")
