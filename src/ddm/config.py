@@ -873,7 +873,8 @@ class _Checker:
             pipelining=self.pipelining(m.get("pipelining", True), f"{path}.pipelining"),
         )
         if "pipelining" not in m and pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:
-            pool = dataclasses.replace(pool, pipelining=None)  # on by default, unless the pool is too small to share from
+            # on by default, unless the pool is too small to lend a shared connection
+            pool = dataclasses.replace(pool, pipelining=None)
         if pool.min_size > pool.max_size:
             self.err(f"{path}.min_size", f"must not exceed max_size ({pool.min_size} > {pool.max_size})")
         if pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:

@@ -433,7 +433,8 @@ class Pipelines:
         self.groups: dict[tuple, _Group] = {}
         self.nodes: dict[str, PipelineConfig] = {}
         self.counters = {"pipelined": 0, "prepared": 0, "refused_statement": 0, "refused_client": 0, "full": 0,
-                         "slow_head": 0, "rescued": 0, "no_pipe": 0, "not_prepared": 0, "opened": 0, "open_failed": 0, "failed": 0}
+                         "slow_head": 0, "rescued": 0, "no_pipe": 0, "not_prepared": 0, "opened": 0,
+                         "open_failed": 0, "failed": 0}
         self._sweeper = None  # timer of _sweep while there are groups
         self.configure(server.config)
 

@@ -9,7 +9,7 @@ kills connections of its own worker only; ddm users are equals, so any connectio
 A SELECT on a shared pipelined connection (`ddm.pipeline`) that is running there is killed the same way once its
 pipe is isolated (`Pipe.prepare_kill`: the other clients queued move to the normal path, the pipe takes nothing more
 and closes after it), so the node thread cannot be running another client's statement when the KILL arrives; a
-SELECT still queued behind another is not running anywhere yet: KILL QUERY answers OK, KILL CONNECTION drops it.
+SELECT still queued behind another's is dropped from the queue and, for KILL QUERY, answered as interrupted.
 """
 
 from __future__ import annotations
