@@ -21,6 +21,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,28 @@ class Row:
     relay_cpu_us_per_query: float | None = None
     syscalls_per_query: float | None = None  # ddm's read+write syscalls (/proc/PID/io) per query
     relay_syscalls_per_query: float | None = None
+    ratios: list[float] | None = None  # ddm/direct of each round (--rounds > 1)
+
+
+def _median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def median_row(rounds: list[Row]) -> Row:
+    """One row for several rounds of the same workload: the median of each figure, and every round's ratio."""
+    def run(runs: list[Run | None]) -> Run | None:
+        got = [r for r in runs if r is not None]
+        if not got:
+            return None
+        return Run(qps=statistics.median(r.qps for r in got), queries=sum(r.queries for r in got),
+                   p95_ms=statistics.median(r.p95_ms for r in got), errors=sum(r.errors for r in got))
+
+    first = rounds[0]
+    return Row(first.workload, first.ps_mode, run([r.direct for r in rounds]), run([r.ddm for r in rounds]),
+               _median([r.cpu_us_per_query for r in rounds]), _median([r.relay_cpu_us_per_query for r in rounds]),
+               _median([r.syscalls_per_query for r in rounds]), _median([r.relay_syscalls_per_query for r in rounds]),
+               ratios=[r.ddm.qps / r.direct.qps for r in rounds if r.ddm and r.direct and r.direct.qps])
 
 
 # ------------------------------------------------------------------------------------------------ sysbench
@@ -208,9 +231,12 @@ def markdown(rows: list[Row]) -> str:
              + (" bare relay CPU us/query | relay I/O syscalls/query |" if relay else ""),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if relay else "")]
     for r in rows:
-        ratio = r.ddm.qps / r.direct.qps if r.ddm and r.direct and r.direct.qps else None
+        if r.ratios:  # several rounds: the median of the rounds' ratios, and their range
+            ratio = f"{statistics.median(r.ratios):.2f} ({min(r.ratios):.2f}-{max(r.ratios):.2f})"
+        else:
+            ratio = _f(r.ddm.qps / r.direct.qps if r.ddm and r.direct and r.direct.qps else None, ".2f")
         lines.append(f"| {r.workload} | {r.ps_mode} | {_f(r.direct and r.direct.qps, '.0f')} | "
-                     f"{_f(r.ddm and r.ddm.qps, '.0f')} | {_f(ratio, '.2f')} | "
+                     f"{_f(r.ddm and r.ddm.qps, '.0f')} | {ratio} | "
                      f"{_f(r.direct and r.direct.p95_ms, '.2f')} | {_f(r.ddm and r.ddm.p95_ms, '.2f')} | "
                      f"{_f(r.cpu_us_per_query, '.1f')} | {_f(r.syscalls_per_query, '.2f')} |"
                      + (f" {_f(r.relay_cpu_us_per_query, '.1f')} | {_f(r.relay_syscalls_per_query, '.2f')} |"
@@ -281,6 +307,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pipelining", type=int, default=None, metavar="CONNECTIONS",
                    help="run ddm with pool.pipelining set on every node to CONNECTIONS shared connections (0: off), "
                         "from a copy of the sandbox's ddm.yaml; default: the sandbox's config (pipelining on)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat direct/ddm(/relay) this many times per workload, alternating, and report medians "
+                        "(direct QPS on this VM moves 30-50%% between runs)")
     p.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.relative_to(HERE.parent)}")
     return p.parse_args(argv)
 
@@ -340,7 +369,7 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
     rows: list[Row] = []
     try:
         if opts.relay:
-            relay_port = box.listen_port + 100
+            opts.relay_port = relay_port = box.listen_port + 100
             relay = subprocess.Popen([sys.executable, str(Path(__file__).with_name("relay.py")), str(relay_port),
                                       "127.0.0.1", str(n0.port)], stdin=subprocess.DEVNULL)
             time.sleep(1.0)
@@ -357,31 +386,8 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
             sysbench("oltp_read_write", "prepare", via, opts)
         for workload in opts.workloads:
             for ps_mode in opts.ps_modes:
-                print(f"{workload} ps-mode={ps_mode}: direct ...", file=sys.stderr)
-                d = measure(workload, ps_mode, direct, opts)
-                v, cpu, sys_q = None, None, None
-                if server is not None:
-                    print(f"{workload} ps-mode={ps_mode}: ddm ...", file=sys.stderr)
-                    (u0, s0), io_before = cpu_times(server.pid), io_syscalls(server.pid)
-                    v = measure(workload, ps_mode, via, opts)
-                    if v.queries:
-                        u1, s1 = cpu_times(server.pid)
-                        cpu = (u1 + s1 - u0 - s0) * 1e6 / v.queries
-                        sys_q = (io_syscalls(server.pid) - io_before) / v.queries
-                        print(f"  ddm user {(u1 - u0) * 1e6 / v.queries:.1f} us + system {(s1 - s0) * 1e6 / v.queries:.1f}"
-                              " us per query", file=sys.stderr)
-                relay_cpu, relay_sys = None, None
-                if relay is not None:
-                    print(f"{workload} ps-mode={ps_mode}: bare relay ...", file=sys.stderr)
-                    (u0, s0), io_before = cpu_times(relay.pid), io_syscalls(relay.pid)
-                    r = measure(workload, ps_mode, dict(direct, port=relay_port), opts)
-                    if r.queries:
-                        u1, s1 = cpu_times(relay.pid)
-                        relay_cpu = (u1 + s1 - u0 - s0) * 1e6 / r.queries
-                        print(f"  relay user {(u1 - u0) * 1e6 / r.queries:.1f} us + system "
-                              f"{(s1 - s0) * 1e6 / r.queries:.1f} us per query", file=sys.stderr)
-                        relay_sys = (io_syscalls(relay.pid) - io_before) / r.queries
-                rows.append(Row(workload, ps_mode, d, v, cpu, relay_cpu, sys_q, relay_sys))
+                rounds = [one_round(workload, ps_mode, direct, via, server, relay, opts) for _ in range(opts.rounds)]
+                rows.append(rounds[0] if len(rounds) == 1 else median_row(rounds))
     finally:
         if relay is not None:
             relay.terminate()
@@ -398,6 +404,36 @@ def bench(argv: list[str], opts: argparse.Namespace) -> int:
         record(table, env, argv)
         print(f"\nappended to {RESULTS}", file=sys.stderr)
     return 0
+
+
+def one_round(workload: str, ps_mode: str, direct: dict, via: dict, server: DdmServer | None,
+              relay: subprocess.Popen | None, opts: argparse.Namespace) -> Row:
+    """sysbench straight to the node, then through ddm, then (--relay) through the bare relay."""
+    print(f"{workload} ps-mode={ps_mode}: direct ...", file=sys.stderr)
+    d = measure(workload, ps_mode, direct, opts)
+    v, cpu, sys_q = None, None, None
+    if server is not None:
+        print(f"{workload} ps-mode={ps_mode}: ddm ...", file=sys.stderr)
+        (u0, s0), io_before = cpu_times(server.pid), io_syscalls(server.pid)
+        v = measure(workload, ps_mode, via, opts)
+        if v.queries:
+            u1, s1 = cpu_times(server.pid)
+            cpu = (u1 + s1 - u0 - s0) * 1e6 / v.queries
+            sys_q = (io_syscalls(server.pid) - io_before) / v.queries
+            print(f"  ddm user {(u1 - u0) * 1e6 / v.queries:.1f} us + system {(s1 - s0) * 1e6 / v.queries:.1f}"
+                  " us per query", file=sys.stderr)
+    relay_cpu, relay_sys = None, None
+    if relay is not None:
+        print(f"{workload} ps-mode={ps_mode}: bare relay ...", file=sys.stderr)
+        (u0, s0), io_before = cpu_times(relay.pid), io_syscalls(relay.pid)
+        r = measure(workload, ps_mode, dict(direct, port=opts.relay_port), opts)
+        if r.queries:
+            u1, s1 = cpu_times(relay.pid)
+            relay_cpu = (u1 + s1 - u0 - s0) * 1e6 / r.queries
+            print(f"  relay user {(u1 - u0) * 1e6 / r.queries:.1f} us + system "
+                  f"{(s1 - s0) * 1e6 / r.queries:.1f} us per query", file=sys.stderr)
+            relay_sys = (io_syscalls(relay.pid) - io_before) / r.queries
+    return Row(workload, ps_mode, d, v, cpu, relay_cpu, sys_q, relay_sys)
 
 
 if __name__ == "__main__":
