@@ -333,6 +333,8 @@ async def _run_query(client: ClientConnection, sql: bytes, lexed=None, bound=Non
     await _execute_plan(client, plan, lexed, None, binary=False)
 
 
+# FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE (a match inside a string literal only costs streaming)
+_LOCKING_READ = re.compile(rb"\bFOR\s+(?:UPDATE|SHARE)\b|\bLOCK\s+IN\s+SHARE\s+MODE\b", re.I)
 _COMPOUND = re.compile(rb"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:DEFINER\s*=\s*\S+\s+)?"
                        rb"(?:PROCEDURE|FUNCTION|TRIGGER|EVENT)\b", re.I)
 
@@ -421,6 +423,10 @@ async def _run_and_reply(client: ClientConnection, eu, binary: bool) -> None:
 async def _stream_select(client: ClientConnection, eu, binary: bool) -> bool:
     """A multi-shard SELECT whose merge needs bounded state: streamed (ddm.scatter). False: not streamable."""
     in_txn = client.txn_begin is not None or bool(client.txn_conns) or client.conn is not None
+    if client.txn_begin is not None and _LOCKING_READ.search(eu.units[0].sql):
+        # a locking read over several nodes in a transaction can wait on another's locks in a cycle no node sees:
+        # the buffered path runs each node's part under ddm.lockwait's watch
+        return False
     planned = scatter.plan_sources(eu, lambda ds: location(client, ds), in_txn)
     if planned is None:
         return False

@@ -8,7 +8,9 @@ after `server.cross_node_lock_wait` seconds is looked at: if its node reports th
 whole transaction is rolled back on every node, and the client gets ER_LOCK_DEADLOCK (1213, SQLSTATE 40001), which
 drivers and applications retry, as they do for a deadlock InnoDB finds itself. A wait that long behind a lock held
 by a transaction that is not waiting in turn is ended the same way: a timeout-based detection, traded for not
-holding both transactions for 50 s. Statements of one-node transactions are left to InnoDB.
+holding both transactions for 50 s. Statements of one-node transactions are left to InnoDB. A locking SELECT over
+several nodes in a transaction takes the buffered path (`ddm.executor._stream_select` declines it), whose per-node
+statements are guarded here.
 """
 
 from __future__ import annotations

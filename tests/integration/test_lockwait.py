@@ -131,3 +131,40 @@ def test_a_single_node_transaction_is_left_to_innodb(env: Env) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_a_locking_scatter_select_in_a_deadlock_across_nodes(env: Env) -> None:
+    """SELECT ... FOR UPDATE over both nodes (a scatter, ORDER BY merged) in two transactions that each already
+    hold a row on a different node: each waits on the other's node. ddm ends it as a deadlock within
+    cross_node_lock_wait instead of InnoDB's 50 s lock wait timeout."""
+    a, b = env.connect(), env.connect()
+    outcome: dict[str, Any] = {}
+    try:
+        ca, cb = a.cursor(), b.cursor()
+        ca.execute("BEGIN")
+        cb.execute("BEGIN")
+        ca.execute("UPDATE acct SET bal = bal WHERE id = 0")  # a holds row 0 on n0
+        cb.execute("UPDATE acct SET bal = bal WHERE id = 1")  # b holds row 1 on n1
+        t0 = time.monotonic()
+
+        def lock_all(name: str, cur: Any) -> None:
+            try:
+                cur.execute("SELECT id, bal FROM acct ORDER BY id FOR UPDATE")
+                outcome[name] = len(cur.fetchall())
+            except pymysql.err.MySQLError as exc:
+                outcome[name] = exc.args[0]
+
+        t = threading.Thread(target=lock_all, args=("a", ca))
+        t.start()
+        time.sleep(0.2)
+        lock_all("b", cb)
+        t.join(30)
+        elapsed = time.monotonic() - t0
+        assert elapsed < 10, (elapsed, outcome)
+        assert 1213 in outcome.values(), outcome
+        assert set(outcome.values()) <= {1213, 4}, outcome  # the winner locked and read all four rows
+        for cur in (ca, cb):
+            cur.execute("ROLLBACK")
+    finally:
+        a.close()
+        b.close()
