@@ -38,6 +38,9 @@ have_cmd systemd-analyze || missing+=(systemd)  # the unit-file test runs `syste
 # mysqlclient (a test dependency, the driver suite's second driver) is built from source against these
 have_pkg libmariadb-dev || missing+=(libmariadb-dev)
 have_cmd pkg-config || missing+=(pkg-config)
+# JDBC: MariaDB Connector/J and a JDK to compile the probe that runs through ddm and directly (test_jdbc.py)
+have_pkg libmariadb-java || missing+=(libmariadb-java)
+have_cmd javac || missing+=(default-jdk-headless)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then

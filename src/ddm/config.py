@@ -194,6 +194,12 @@ class DatabaseConfig:
     def is_passthrough(self) -> bool:
         return not self.tables
 
+    @property
+    def renamed(self) -> bool:
+        """Whether the default data source's physical database has another name than this logical one (then the
+        node's metadata - SHOW TABLES, information_schema - speaks of the physical name)."""
+        return self.datasources[self.default_datasource].database != self.name
+
     def rule(self, table: str) -> TableRule | None:
         """The rule for a logical table name, matched case-insensitively; None = lives on default_datasource."""
         return self.tables.get(table.lower())

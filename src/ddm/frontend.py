@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddm import auth, executor, threads
+from ddm import auth, executor, metadata, threads
 from ddm.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
@@ -716,6 +716,10 @@ class ClientConnection(FrontendCore):
             self._sharded_query(sql)
             return
         node, phys = self._target()
+        if kw in _METADATA_WORDS and dbconf is not None and dbconf.renamed and _metadata_statement(kw, sql):
+            # the node would answer with the physical database's name: ddm.metadata shows the logical one
+            self._slow(self._renamed_metadata(sql, payload, node, phys))
+            return
         pipes = self.server.pipelines
         if pipes.nodes and kw == b"SELECT" and pipes.submit(self, node, phys, sql, self.raw or frame(payload, 0)):
             return  # queued on a shared connection (ddm.pipeline)
@@ -737,6 +741,10 @@ class ClientConnection(FrontendCore):
                 self._forward(conn, route[2])
                 return
         self._slow(executor.run_query(self, sql, lexed, bound))
+
+    async def _renamed_metadata(self, sql: bytes, payload: bytes, node: str, phys: bytes | None) -> None:
+        if not await metadata.answer(self, lex(sql), sql):
+            await self._forward_slow(payload, KIND_RESULT, node, phys)
 
     async def _forward_slow(self, payload: bytes, kind: int, node: str | None = None,
                             phys: bytes | None = None) -> None:
@@ -817,6 +825,22 @@ class ClientConnection(FrontendCore):
         return True
 
     def _stmt_set(self, sql: bytes) -> bool:
+        if _SET_STATEMENT.match(sql):
+            # SET STATEMENT var = value [, ...] FOR <statement> (MariaDB): settings for that one statement, which
+            # runs and answers as it would alone; nothing of it belongs in the session
+            dbconf = self.session.dbconf
+            if dbconf is not None and dbconf.tables:
+                self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'SET STATEMENT ... FOR' "
+                                                  "on a sharded database")
+                self.command_done()
+                return True
+            return False  # the normal path forwards it, and its answer, as any statement
+        if _SET_GLOBAL.search(lex(sql).digest):
+            # replayed as session state, it would be set again on every connection ddm opens, on one node only
+            self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'SET GLOBAL' from a client "
+                                              "(change the data nodes' global settings on the nodes)")
+            self.command_done()
+            return True
         local = _local_set(sql) if self.conn is None and not self.txn_conns and self.txn_begin is None else None
         if local is not None:
             # SET NAMES / SET autocommit need no round trip: they are replayed where statements run, and a
@@ -1113,6 +1137,19 @@ class ClientConnection(FrontendCore):
         self.command_done()
 
 
+_METADATA_WORDS = frozenset((b"SHOW", b"DESC", b"DESCRIBE", b"EXPLAIN", b"SELECT"))
+
+
+def _metadata_statement(kw: bytes, sql: bytes) -> bool:
+    """Whether ddm.metadata may have to answer this statement on a database whose physical name differs."""
+    if kw != b"SELECT":
+        return True
+    low = sql.lower()
+    return b"information_schema" in low or b"database" in low or b"schema" in low
+
+
+_SET_STATEMENT = re.compile(rb"^\s*SET\s+STATEMENT\s", re.I)
+_SET_GLOBAL = re.compile(rb"(?<![@\w.])GLOBAL\b|@@GLOBAL\.", re.I)  # on the digest: no string literals
 _SET_NAMES = re.compile(rb"^\s*SET\s+NAMES\s+'?(\w+)'?(\s+COLLATE\s+'?(\w+)'?)?\s*;?\s*$", re.I)
 _SET_AUTOCOMMIT = re.compile(rb"^\s*SET\s+(?:@@(?:SESSION\.)?|SESSION\s+)?AUTOCOMMIT\s*=\s*(\w+)\s*;?\s*$", re.I)
 _KNOWN_CHARSETS = {cs.encode() for cs, _ in COLLATIONS.values()} | {b"utf8"}

@@ -5,7 +5,7 @@ Import with `from ddm_fixtures import *  # noqa: F403`.
 - `node0`: the data node. The `sandbox` fixture's n0 when tests/integration/conftest.py provides one, else a
   private single-node MariaDB started here (ports 35000-35999) and stopped at the end of the session.
 - `ddm_proc`: ddm in front of node0 (session). Users ddm/ddm (caching_sha2_password) and native/nativepw
-  (mysql_native_password); databases `sbtest` -> n0.ddmit_sbtest, `app` -> n0.app_phys, drv1/drv2 (driver suites)
+  (mysql_native_password); databases `sbtest` -> n0.ddmit_sbtest, `app` -> n0.app_phys, drv1/drv2 (driver suites), jdbc,
   and `downdb` -> a node whose port has nothing listening; TLS on with a generated certificate. Runs as a
   `ddm-server` subprocess, or in a thread of this process when the subprocess form cannot start.
 - `connect(...)`: PyMySQL to ddm; `direct(...)`: PyMySQL straight to node0; `RawClient`: a raw protocol client.
@@ -44,7 +44,8 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 PHYS = {"sbtest": "ddmit_sbtest", "app": "app_phys",  # logical -> physical database on node0
-        "drv1": "drv1_phys", "drv2": "drv2_phys"}  # the driver suites' two databases
+        "drv1": "drv1_phys", "drv2": "drv2_phys",  # the driver suites' two databases
+        "jdbc": "jdbc_phys"}  # test_jdbc.py
 USERS = [
     {"name": "ddm", "password": "ddm", "auth_plugin": "caching_sha2_password"},
     {"name": "native", "password": "nativepw", "auth_plugin": "mysql_native_password"},

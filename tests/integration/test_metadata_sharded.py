@@ -294,3 +294,12 @@ def test_information_schema_tables_sizes_summed_over_shards(ddm_meta, cur):
         # SHOW TABLE STATUS: Rows, Data_length, Index_length as above; Auto_increment the largest of the shards
         assert (status[table][4], status[table][6], status[table][8]) == got[table][:3], table
     assert status["events"][10] == max(phys[p][3] for p in PHYSICAL["events"])
+
+
+def test_set_statement_for_is_refused_on_a_sharded_database(cur):
+    """Its statement would have to be routed with the prefix on every physical statement: not done yet, and
+    refused rather than run on the default data source."""
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        cur.execute("SET STATEMENT max_statement_time = 5 FOR SELECT * FROM orders")
+    assert info.value.args[0] == 1235
+    assert rows(cur, "SELECT 1") == [(1,)]

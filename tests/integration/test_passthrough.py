@@ -265,6 +265,56 @@ def test_session_state_after_failed_set(connect):
     assert query_all(a, "SELECT @y") == [("kept",)]
 
 
+def test_set_statement_for_answers_as_its_statement_and_leaves_no_session_state(connect, direct):
+    """MariaDB's SET STATEMENT var = value FOR <statement>: the statement's own answer comes back, and nothing is
+    replayed later (replaying it on another pooled connection would run the statement again)."""
+    with direct().cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS setstmt")
+        cur.execute("CREATE TABLE setstmt (id INT PRIMARY KEY AUTO_INCREMENT, v INT)")
+    a = connect()
+    assert query_all(a, "SET STATEMENT max_statement_time = 5 FOR SELECT 7, @@max_statement_time") == [(7, 5.0)]
+    assert query_all(a, "SELECT @@max_statement_time") == [(0.0,)]
+    with a.cursor() as cur:
+        assert cur.execute("SET STATEMENT sql_mode = '' FOR INSERT INTO setstmt (v) VALUES (1)") == 1
+    for _ in range(6):  # make a move to other pooled connections: a replayed INSERT would add rows
+        b = connect()
+        query_all(b, "BEGIN")
+        query_all(a, "SELECT 1")
+        b.close()
+    assert query_all(a, "SELECT COUNT(*) FROM setstmt") == [(1,)]
+
+
+def test_set_global_is_refused(connect):
+    a = connect()
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        query_all(a, "SET GLOBAL max_connections = 1000")
+    assert info.value.args[0] == 1235
+    with pytest.raises(pymysql.err.MySQLError) as info:
+        query_all(a, "SET @@global.max_connections = 1000, @x = 1")
+    assert info.value.args[0] == 1235
+    query_all(a, "SET @global = 3")  # a user variable named global is fine
+    assert query_all(a, "SELECT @global") == [(3,)]
+
+
+def test_metadata_of_a_renamed_database_shows_the_logical_name(connect, direct):
+    """`app` is n0.app_phys: SHOW TABLES, information_schema and DESCRIBE speak of `app`, as JDBC's
+    DatabaseMetaData and ORMs expect (they look their tables up under the current database's name)."""
+    with direct("app").cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS meta_t")
+        cur.execute("CREATE TABLE meta_t (id INT PRIMARY KEY, name VARCHAR(10))")
+    a = connect("app")
+    with a.cursor() as cur:
+        cur.execute("SHOW TABLES")
+        assert cur.description[0][0] == "Tables_in_app"
+        assert ("meta_t",) in cur.fetchall()
+    assert query_all(a, "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+                        "WHERE TABLE_SCHEMA = 'app' AND TABLE_NAME = 'meta_t'") == [("app", "meta_t")]
+    assert query_all(a, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                        "AND TABLE_NAME = 'meta_t' ORDER BY ORDINAL_POSITION") == [("id",), ("name",)]
+    assert [r[0] for r in query_all(a, "DESCRIBE meta_t")] == ["id", "name"]
+    assert query_all(a, "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'app_phys'") == [(0,)]
+
+
 # ---------------------------------------------------------------------------------------------- multi-statements
 
 
