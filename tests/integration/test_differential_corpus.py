@@ -81,8 +81,9 @@ def env(request: pytest.FixtureRequest) -> DiffEnv:
     return request.getfixturevalue(request.param)
 
 
-# MariaDB 10.11's subquery cache answers `x NOT IN (SELECT ...)` wrongly for some data (found by this test; ddm's
-# shard and the oracle hold different rows, so only one side met it). With the ten-database layout's shard usr10_5:
+# MariaDB 10.11's subquery cache answers `x NOT IN (SELECT ...)` wrongly for some data (found by this test first;
+# ddm's shard and the oracle hold different rows, so only one side met it; test_differential.py turns it off too).
+# With the ten-database layout's shard usr10_5:
 #   CREATE TABLE users (id BIGINT PRIMARY KEY, a INT); CREATE TABLE dict (k INT PRIMARY KEY, name VARCHAR(20));
 #   INSERT INTO users VALUES (265, -6), (325, -6), (455, -5), (475, NULL), (505, -5);
 #   INSERT INTO dict VALUES (-5, 'lambda'), (-3, 'Renamed'), (-1, ' theta'), (5, 'Beta ');
