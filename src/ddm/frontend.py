@@ -1140,12 +1140,20 @@ class ClientConnection(FrontendCore):
 _METADATA_WORDS = frozenset((b"SHOW", b"DESC", b"DESCRIBE", b"EXPLAIN", b"SELECT"))
 
 
+_METADATA_SHOW = frozenset((b"TABLES", b"COLUMNS", b"FIELDS", b"INDEX", b"INDEXES", b"KEYS", b"CREATE", b"TABLE"))
+
+
 def _metadata_statement(kw: bytes, sql: bytes) -> bool:
-    """Whether ddm.metadata may have to answer this statement on a database whose physical name differs."""
-    if kw != b"SELECT":
-        return True
-    low = sql.lower()
-    return b"information_schema" in low or b"database" in low or b"schema" in low
+    """Whether ddm.metadata may have to answer this statement on a database whose physical name differs (SHOW
+    WARNINGS, VARIABLES etc. keep the direct path)."""
+    if kw == b"SELECT":
+        low = sql.lower()
+        return b"information_schema" in low or b"database" in low or b"schema" in low
+    if kw == b"SHOW":
+        words = sql.upper().split(None, 3)
+        word = words[2] if len(words) > 2 and words[1] == b"FULL" else words[1] if len(words) > 1 else b""
+        return word.rstrip(b";") in _METADATA_SHOW
+    return True
 
 
 _SET_STATEMENT = re.compile(rb"^\s*SET\s+STATEMENT\s", re.I)

@@ -1,0 +1,50 @@
+"""Pure helpers of ddm.frontend: which statements are session SETs, which need logical metadata names."""
+
+from __future__ import annotations
+
+import pytest
+
+from ddm.frontend import _SET_GLOBAL, _SET_STATEMENT, _metadata_statement
+from ddm_core.lexer import lex
+
+
+@pytest.mark.parametrize("sql,is_global", [
+    (b"SET GLOBAL max_connections = 10", True),
+    (b"set global max_connections=10", True),
+    (b"SET @@global.max_connections = 10", True),
+    (b"SET @@session.sql_mode = '', @@GLOBAL.x = 1", True),
+    (b"SET @a = 'GLOBAL'", False),  # inside a string literal
+    (b"SET @global = 1", False),  # a user variable
+    (b"SET global_x = 1", False),
+    (b"SET SESSION sql_mode = ''", False),
+])
+def test_set_global(sql: bytes, is_global: bool) -> None:
+    assert bool(_SET_GLOBAL.search(lex(sql).digest)) is is_global
+
+
+@pytest.mark.parametrize("sql,match", [
+    (b"SET STATEMENT max_statement_time=1 FOR SELECT 1", True),
+    (b"  set statement sql_mode='' for insert into t values (1)", True),
+    (b"SET @statement = 1", False),
+    (b"SET SESSION sql_mode = 'STATEMENT'", False),
+])
+def test_set_statement(sql: bytes, match: bool) -> None:
+    assert bool(_SET_STATEMENT.match(sql)) is match
+
+
+@pytest.mark.parametrize("kw,sql,wanted", [
+    (b"SHOW", b"SHOW TABLES", True),
+    (b"SHOW", b"SHOW FULL TABLES FROM app", True),
+    (b"SHOW", b"SHOW CREATE TABLE t", True),
+    (b"SHOW", b"SHOW INDEX FROM t", True),
+    (b"SHOW", b"SHOW TABLE STATUS LIKE 't%'", True),
+    (b"SHOW", b"SHOW WARNINGS", False),  # must stay on the direct path (the last statement's connection)
+    (b"SHOW", b"SHOW VARIABLES LIKE 'sql_mode'", False),
+    (b"SHOW", b"SHOW FULL PROCESSLIST", False),
+    (b"DESCRIBE", b"DESCRIBE t", True),
+    (b"SELECT", b"SELECT * FROM information_schema.TABLES", True),
+    (b"SELECT", b"SELECT DATABASE(), 1", True),
+    (b"SELECT", b"SELECT c FROM sbtest1 WHERE id = 1", False),
+])
+def test_metadata_statement(kw: bytes, sql: bytes, wanted: bool) -> None:
+    assert _metadata_statement(kw, sql) is wanted
