@@ -9,6 +9,7 @@ statements it has replayed, the statements prepared on it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
@@ -44,6 +45,7 @@ BASE_CAPABILITIES = (
 )
 FLAVOUR_BITS = CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS | CLIENT.LOCAL_FILES
 DEFAULT_COLLATION = 45  # utf8mb4_general_ci: known to MariaDB and MySQL alike
+log = logging.getLogger("ddm.backend")
 STMT_CACHE_SIZE = 512  # statements kept prepared per connection (the server's max_prepared_stmt_count is global)
 
 
@@ -420,8 +422,41 @@ class BackendConnection(BackendCore):
         if found is not None:
             self.stmts.move_to_end(key)
             return found, []
-        packets = await self.command(b"\x16" + sql, KIND_PREPARE)
+        for attempt in range(4):
+            try:
+                packets = await self.command(b"\x16" + sql, KIND_PREPARE)
+                break
+            except BackendError as exc:
+                if exc.code != ER.MAX_PREPARED_STMT_COUNT_REACHED or attempt == 3:
+                    raise
+                if attempt == 0 and not self.shed_statements():
+                    raise
+                # COM_STMT_CLOSE has no response: the node's threads of the other connections may not have run
+                # the closes yet
+                await asyncio.sleep(0.005 * (attempt + 1))
         return self.remember_statement(sql, packets), packets
+
+    def shed_statements(self) -> int:
+        """The node's max_prepared_stmt_count (a global limit) is reached: close the older half of the statements
+        kept on the idle connections of this pool (nothing runs on them, no cursor is open there), or, when they
+        have none, of those kept here. Returns how many were closed."""
+        closed = 0
+        if self.pool is not None:
+            for conn in list(self.pool.idle):
+                if conn is not self and not conn.closed:
+                    closed += conn._close_oldest(max(1, len(conn.stmts) // 2))
+        if not closed:
+            closed = self._close_oldest(max(1, len(self.stmts) // 2))
+        log.info("data node %s: max_prepared_stmt_count reached; closed %d cached statements", self.node_name,
+                 closed)
+        return closed
+
+    def _close_oldest(self, n: int) -> int:
+        n = min(n, len(self.stmts))
+        for _ in range(n):
+            _, old = self.stmts.popitem(last=False)
+            self.send_only(b"\x19" + struct.pack("<I", old.stmt_id))
+        return n
 
     def remember_statement(self, sql: bytes, packets: list[bytes]) -> Prepared:
         """Cache the statement a COM_STMT_PREPARE of `sql` made here (its OK response in `packets`); the least

@@ -604,6 +604,26 @@ def test_prepared_statement_keeps_the_database_it_was_prepared_in(ddm_proc, dire
         query_all(direct(PHYS[logical]), "DROP TABLE pt_where")
 
 
+def test_prepared_statements_beyond_the_nodes_max_prepared_stmt_count(ddm_proc, node0):
+    """max_prepared_stmt_count is global on a node and ddm keeps statements prepared on its pooled connections: at
+    the limit it closes the older half of those kept on idle connections (or on the one preparing) and prepares
+    again, instead of failing the client's statement with 1461."""
+    with pymysql.connect(host="127.0.0.1", port=node0.port, user=node0.user, password=node0.password,
+                         autocommit=True) as admin:
+        old = query_all(admin, "SELECT @@GLOBAL.max_prepared_stmt_count")[0][0]
+        in_use = int(query_all(admin, "SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1])
+        query_all(admin, f"SET GLOBAL max_prepared_stmt_count = {in_use + 12}")
+        try:
+            with RawClient(ddm_proc.port, user="ddm", password="ddm", db="app") as c:
+                for i in range(40):
+                    stmt_id, _, nparams = c.prepare(f"SELECT CONCAT('s{i}-', ?)")
+                    assert nparams == 1
+                    assert c.execute(stmt_id, [i]) == [(f"s{i}-{i}".encode(),)]
+            assert int(query_all(admin, "SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1]) <= in_use + 12
+        finally:
+            query_all(admin, f"SET GLOBAL max_prepared_stmt_count = {old}")
+
+
 def test_send_long_data(ddm_proc, direct):
     query_all(direct(), "CREATE OR REPLACE TABLE pt_long (id INT PRIMARY KEY, b LONGBLOB)")
     chunks = [bytes([65 + i]) * 300_000 for i in range(4)]
