@@ -143,15 +143,21 @@ class FakeClient:
         self.txn_begin = None
         self.cursors = 0
         self.flavour = 0
-        self.session = SimpleNamespace(autocommit=True, signature=())
+        self.session = SimpleNamespace(autocommit=True, signature=(), dbconf=None)
         self.no_pipe = False
         self.reruns = 0
+        self.payload = b"\x03SELECT 1"
+        self.piped_command = None
+        self.diagnostics: list = []
 
     def command_done(self) -> None:
         self.done += 1
 
     def run_unpiped(self) -> None:
         self.reruns += 1
+
+    def keep_diagnostics(self, conn, rerun=None) -> None:
+        self.diagnostics.append(rerun)
 
     def _error(self, code: int, message: str, seq: int = 1) -> None:
         self.errors.append(code)

@@ -32,12 +32,12 @@ def coldef(name: bytes) -> bytes:
             + b"\x0c\x2d\x00\x00\x01\x00\x00\xfd\x00\x00\x00\x00\x00")
 
 
-def resultset(ncols: int, rows: list, deprecate_eof: bool, status: int) -> list:
+def resultset(ncols: int, rows: list, deprecate_eof: bool, status: int, warnings: int = 0) -> list:
     pk = [P.lenenc_int(ncols)] + [coldef(b"c%d" % i) for i in range(ncols)]
     if not deprecate_eof:
         pk.append(P.eof_packet(0, status & ~ref.MORE_RESULTS_EXISTS | 2))
     pk += rows
-    pk.append(b"\xfe" + P.ok_packet(0, 0, status)[1:] if deprecate_eof else P.eof_packet(0, status))
+    pk.append(b"\xfe" + P.ok_packet(0, 0, status, warnings)[1:] if deprecate_eof else P.eof_packet(warnings, status))
     return pk
 
 
@@ -52,12 +52,13 @@ def responses(draw):
     for i in range(nres):
         more = ref.MORE_RESULTS_EXISTS if i < nres - 1 else 0
         if draw(st.booleans()):
-            parts.append(P.ok_packet(draw(st.integers(0, 2**40)), 0, 2 | more, 0, draw(st.binary(max_size=30))))
+            parts.append(P.ok_packet(draw(st.integers(0, 2**40)), 0, 2 | more, draw(st.integers(0, 65535)),
+                                     draw(st.binary(max_size=30))))
         else:
             ncols = draw(st.integers(1, 3))
             rows = [b"".join(b"\xfb" if v is None else P.lenenc_str(v) for v in draw(row_values)[:ncols])
                     for _ in range(draw(st.integers(0, 5)))]
-            parts += resultset(ncols, rows, deprecate_eof, 2 | more)
+            parts += resultset(ncols, rows, deprecate_eof, 2 | more, draw(st.integers(0, 65535)))
     if draw(st.booleans()):
         parts.append(P.err_packet(1146, b"42S02", b"no such table"))
     wire = b"".join(P.frame(p, (i + 1) & 0xFF) for i, p in enumerate(parts))
@@ -70,7 +71,7 @@ def test_forward_scanner_finds_the_end_like_the_reference(resp, data):
     wire, deprecate_eof = resp
     expect = ref.response_end(wire, ref.KIND_RESULT, deprecate_eof)
     assert expect is not None
-    end, status, error = expect
+    end, status, error, warnings = expect
     wire = wire[:end]
     probe, sink = Probe(), Sink()
     probe.deprecate_eof = deprecate_eof
@@ -88,6 +89,7 @@ def test_forward_scanner_finds_the_end_like_the_reference(resp, data):
     assert probe.last_error == error
     if not error:
         assert probe.last_status == status
+        assert probe.last_warnings == warnings
     # collecting the same response yields its packets
     probe2 = Probe()
     probe2.deprecate_eof = deprecate_eof

@@ -200,6 +200,8 @@ def _settle_unit_conn(client: ClientConnection, conn: BackendConnection) -> None
     elif client.txn_conns.get(conn.node_name) is conn:
         del client.txn_conns[conn.node_name]
         conn.pool.release(conn) if conn.pool else conn.close()
+    elif conn.last_warnings or conn.last_error:
+        client.keep_diagnostics(conn)  # for a SHOW WARNINGS next (of several shards: the last one's)
     else:
         conn.pool.release(conn) if conn.pool else conn.close()
 

@@ -110,6 +110,13 @@ class ClientConnection(FrontendCore):
         self.txn_begin: bytes | None = None  # sharded: the BEGIN to send to each node the transaction reaches
         self.sticky: set[str] = set()  # reasons the pinned connection must stay (locks, temporary tables)
         self._piped = None  # the ddm.pipeline.Pipe this client's SELECT is queued on
+        # SHOW WARNINGS / SHOW ERRORS read the last statement's diagnostics, which live on the node connection that
+        # ran it: after a response with warnings or an error, that connection is held until the next command
+        # (`_diagnostics`); a pipelined SELECT's connection has moved on, so its text is kept to run it again
+        self.diag_conn: BackendConnection | None = None
+        self.diag_rerun: tuple | None = None  # (node, physical db, command payload) of a pipelined statement
+        self.piped_command: bytes | None = None  # the framed command a pipe last sent for this client
+        self._diag_timer: asyncio.TimerHandle | None = None
         self.no_pipe = False  # set while run_unpiped runs the command again
         self.payload = b""  # the command being answered
 
@@ -135,6 +142,7 @@ class ClientConnection(FrontendCore):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         relay, self._infile = self._infile, None
+        self._drop_diagnostics()
         if relay is not None:
             relay.abandon()
         if self._piped is not None:
@@ -435,6 +443,8 @@ class ClientConnection(FrontendCore):
     def _dispatch(self, payload: bytes) -> None:
         cmd = payload[0] if payload else -1
         self.queries += 1
+        if (self.diag_conn is not None or self.diag_rerun is not None) and self._diagnostics(payload):
+            return
         self.payload = payload
         if self.config is not self.server.config and self.conn is None and not self.txn_conns \
                 and self.txn_begin is None:
@@ -667,8 +677,77 @@ class ClientConnection(FrontendCore):
         else:
             if self.conn is conn:
                 self.conn = None
-            conn.pool.release(conn)
+            if conn.last_warnings or conn.last_error:
+                self.keep_diagnostics(conn)
+            else:
+                conn.pool.release(conn)
         return True
+
+    def keep_diagnostics(self, conn: BackendConnection | None, rerun: tuple | None = None) -> None:
+        """The last statement left warnings or an error: hold its connection (or, pipelined, keep the statement to
+        run again) for a SHOW WARNINGS / SHOW ERRORS that may come next."""
+        old, self.diag_conn = self.diag_conn, conn
+        self.diag_rerun = rerun
+        if old is not None and old is not conn:
+            _release(old)
+        if conn is not None and self._diag_timer is None:
+            # an idle client must not keep a pooled connection from the others for long
+            self._diag_timer = self.loop.call_later(DIAGNOSTICS_HOLD, self._drop_diagnostics)
+
+    def _drop_diagnostics(self) -> None:
+        if self._diag_timer is not None:
+            self._diag_timer.cancel()
+            self._diag_timer = None
+        conn, self.diag_conn = self.diag_conn, None
+        self.diag_rerun = None
+        if conn is not None:
+            _release(conn)
+
+    def _diagnostics(self, payload: bytes) -> bool:
+        """Before the next command: answer a diagnostics statement from the previous statement's connection (True),
+        else let the held connection go (False: the command runs as usual)."""
+        conn, self.diag_conn = self.diag_conn, None
+        rerun, self.diag_rerun = self.diag_rerun, None
+        if self._diag_timer is not None:
+            self._diag_timer.cancel()
+            self._diag_timer = None
+        if payload[:1] == b"\x03" and _DIAGNOSTICS.match(payload, 1):
+            if conn is not None and not conn.closed and self.conn is None:
+                self.payload = payload
+                self._forward(conn, frame(payload, 0))
+                return True
+            if rerun is not None and self.conn is None:
+                self.payload = payload
+                self._slow(self._rerun_for_diagnostics(rerun, payload))
+                if conn is not None:
+                    _release(conn)
+                return True
+        if conn is not None:
+            _release(conn)
+        return False
+
+    async def _rerun_for_diagnostics(self, rerun: tuple, payload: bytes) -> None:
+        """A pipelined SELECT left warnings or an error on a shared connection that has run other clients'
+        statements since: run it again on a connection of the same node and database (read-only; its rows are
+        dropped), then the diagnostics statement there."""
+        node, phys, command = rerun
+        conn = await self._conn_for(node, phys)
+        try:
+            if command[:1] == b"\x17":  # COM_STMT_EXECUTE of a pass-through statement
+                stmt = self.stmts.get(struct.unpack_from("<I", command, 1)[0])
+                if stmt is None:
+                    raise BackendError(ER.UNKNOWN_STMT_HANDLER, ER.sqlstate(ER.UNKNOWN_STMT_HANDLER),
+                                       b"the statement was closed")
+                bstmt, _ = await conn.prepare(stmt.sql)
+                command = self._execute_payload(stmt, bstmt, command)
+            await conn.command(command)
+        except BackendError:
+            pass  # the error is what SHOW WARNINGS / SHOW ERRORS will show
+        except BaseException:
+            self._give_back(conn, dirty=True)
+            raise
+        await self.forward_and_wait(conn, frame(payload, 0), KIND_RESULT)
+        self._settle(conn)
 
     def _note_sticky(self, kw: bytes, sql: bytes) -> None:
         # Server-side state that lives on one connection (table locks, temporary tables, named locks) pins it.
@@ -881,6 +960,20 @@ class ClientConnection(FrontendCore):
 
     def _stmt_show(self, sql: bytes) -> bool:
         words = sql.upper().split()
+        if (len(words) > 1 and words[1].rstrip(b";") in (b"WARNINGS", b"ERRORS", b"COUNT(*)") and self.conn is None
+                and not self.txn_conns and self.txn_begin is None and _DIAGNOSTICS.match(sql)):
+            # `_diagnostics` found no connection holding the previous statement's warnings or error: it had none
+            # (any pooled connection would show another client's)
+            if words[1] == b"COUNT(*)":
+                name = "@@session.warning_count" if words[2].startswith(b"WARNINGS") else "@@session.error_count"
+                col = column_definition(name, FT.LONG, length=10, charset=63, flags=0x81)  # NOT NULL, BINARY
+                self.transport.write(text_resultset([col], [text_row((0,))], deprecate_eof=self.deprecate_eof,
+                                                    status=self._status()))
+            else:
+                self.transport.write(simple_resultset(["Level", "Code", "Message"], [],
+                                                      deprecate_eof=self.deprecate_eof, status=self._status()))
+            self.command_done()
+            return True
         if [w.rstrip(b";") for w in words[1:3]] in ([b"PROCESSLIST"], [b"FULL", b"PROCESSLIST"]):
             threads.show_processlist(self, sql, full=words[1] == b"FULL")  # ddm's thread ids, not the node's
             return True
@@ -1156,6 +1249,20 @@ def _metadata_statement(kw: bytes, sql: bytes) -> bool:
     return True
 
 
+DIAGNOSTICS_HOLD = 2.0  # seconds a connection with the last statement's warnings waits for a SHOW WARNINGS
+
+
+def _release(conn: BackendConnection) -> None:
+    """Back to its pool as after any statement (nothing runs on it, its session state is the client's)."""
+    if conn.pool is not None:
+        conn.pool.release(conn)
+    else:
+        conn.close()
+
+
+# what reads the previous statement's diagnostics area
+_DIAGNOSTICS = re.compile(rb"\s*(?:SHOW\s+(?:COUNT\s*\(\s*\*\s*\)\s+)?(?:WARNINGS|ERRORS)\b|"
+                          rb"SELECT\s+@@(?:SESSION\.)?(?:WARNING_COUNT|ERROR_COUNT)\s*;?\s*$)", re.I)
 _SET_STATEMENT = re.compile(rb"^\s*SET\s+STATEMENT\s", re.I)
 _SET_GLOBAL = re.compile(rb"(?<![@\w.])GLOBAL\b|@@GLOBAL\.", re.I)  # on the digest: no string literals
 _SET_NAMES = re.compile(rb"^\s*SET\s+NAMES\s+'?(\w+)'?(\s+COLLATE\s+'?(\w+)'?)?\s*;?\s*$", re.I)

@@ -173,6 +173,7 @@ class Pipe:
         q = self.queue
         q.append(client)
         client._piped = self
+        client.piped_command = packet
         if len(q) == 1:
             self._start(client)
         elif self.watch is None:
@@ -313,11 +314,26 @@ class Pipe:
             if client.phase != PH_CLOSED:
                 client.command_done()
             return
+        if (conn.last_warnings or conn.last_error) and client.phase != PH_CLOSED:
+            # diagnostics for a SHOW WARNINGS next: this connection moves on, so the command to run again
+            client.keep_diagnostics(None, self._rerun_of(client))
         leftover = self._advance()
         if client.phase != PH_CLOSED:
             client.command_done()  # may queue this client's next statement here
         if leftover and not self.dead:
             conn.data_received(leftover)
+
+    def _rerun_of(self, client: ClientConnection) -> tuple | None:
+        """(node, physical db, command) that answers as the client's statement just answered here, or None: the
+        client's text SELECT as the node ran it (pass-through: as sent; sharded: the shard's rewrite), or a
+        pass-through COM_STMT_EXECUTE (prepared again where it runs)."""
+        node, phys = self.group.key[0], self.group.key[1]
+        payload = client.payload
+        dbconf = client.session.dbconf
+        if dbconf is None or not dbconf.tables:
+            return (node, phys, payload) if payload[:1] in (b"\x03", b"\x17") else None
+        sent = client.piped_command  # framed, one packet (MAX_SQL)
+        return (node, phys, sent[4:]) if sent is not None and sent[4:5] == b"\x03" else None
 
     def _advance(self) -> bytes:
         """Start the next queued item; returns the bytes of its response that arrived with the last one."""

@@ -48,6 +48,13 @@ cdef inline unsigned int ok_status(const unsigned char* p, Py_ssize_t avail) noe
     return u16(p + pos)
 
 
+cdef inline unsigned int ok_warnings(const unsigned char* p, Py_ssize_t avail) noexcept:
+    cdef Py_ssize_t pos = 1
+    if read_lenenc(p, avail, &pos) < 0 or read_lenenc(p, avail, &pos) < 0 or pos + 4 > avail:
+        return 0
+    return u16(p + pos + 2)
+
+
 cdef class BackendCore:
 
     def __cinit__(self, *args, **kwargs):
@@ -65,6 +72,7 @@ cdef class BackendCore:
         self.peek_len = 0
         self.peek_need = 4
         self.last_status = 0
+        self.last_warnings = 0
         self.last_error = False
         self.local_infile = False
         self.forwarded_any = False
@@ -103,6 +111,8 @@ cdef class BackendCore:
             if h == 0xFE and length < MAX_PAYLOAD and (self.deprecate_eof or length < 9):
                 status = ok_status(p, avail) if self.deprecate_eof else (u16(p + 3) if avail >= 5 else 0)
                 self.last_status = status
+                # EOF: header, warnings<2>, status_flags<2>
+                self.last_warnings = ok_warnings(p, avail) if self.deprecate_eof else (u16(p + 1) if avail >= 5 else 0)
                 self.state = S_FIRST if status & MORE_RESULTS_EXISTS else S_DONE
             elif h == 0xFF:
                 self.last_error = True
@@ -111,6 +121,7 @@ cdef class BackendCore:
             if h == 0x00:
                 status = ok_status(p, avail)
                 self.last_status = status
+                self.last_warnings = ok_warnings(p, avail)
                 self.result_sets += 1
                 if not (status & MORE_RESULTS_EXISTS):
                     self.state = S_DONE

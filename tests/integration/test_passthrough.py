@@ -9,6 +9,7 @@ import shutil
 import ssl
 import struct
 import subprocess
+import time
 
 import pymysql
 import pytest
@@ -282,6 +283,23 @@ def test_set_statement_for_answers_as_its_statement_and_leaves_no_session_state(
         query_all(a, "SELECT 1")
         b.close()
     assert query_all(a, "SELECT COUNT(*) FROM setstmt") == [(1,)]
+
+
+def test_show_warnings_after_a_statement_and_after_the_hold_expires(connect):
+    """The connection holding a statement's warnings waits DIAGNOSTICS_HOLD (2 s) for SHOW WARNINGS; after that it
+    goes back to the pool and SHOW WARNINGS shows nothing (never another client's diagnostics). (A pipelined
+    SELECT holds no connection: SHOW WARNINGS runs it again, however late.)"""
+    a, b = connect(), connect()
+    query_all(a, "SELECT CAST('w1x' AS INT)")
+    query_all(b, "SELECT CAST('other' AS INT)")
+    assert [r[2] for r in query_all(a, "SHOW WARNINGS")] == ["Truncated incorrect INTEGER value: 'w1x'"]
+    assert query_all(a, "SHOW COUNT(*) WARNINGS") == [(0,)]  # of SHOW WARNINGS itself
+    query_all(a, "DO CAST('w2x' AS INT)")  # not a SELECT: never pipelined, so its connection is what holds them
+    assert [r[2] for r in query_all(a, "SHOW WARNINGS")] == ["Truncated incorrect INTEGER value: 'w2x'"]
+    query_all(a, "DO CAST('w3x' AS INT)")
+    time.sleep(2.3)
+    query_all(b, "DO CAST('other2' AS INT)")  # b may now get the connection a held
+    assert query_all(a, "SHOW WARNINGS") == []
 
 
 def test_set_global_is_refused(connect):

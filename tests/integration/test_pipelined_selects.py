@@ -510,3 +510,48 @@ def test_sharded_statement_after_use_of_another_database(pddm: DDM) -> None:
         assert c.query("SELECT 1") == [(b"1",)]  # the connection goes on
         c.ok(b"\x02shp")
         assert c.execute(stmt_id, [3]) == [(b"v3",)]
+
+
+def test_show_warnings_reads_the_clients_own_statement(pddm: DDM) -> None:
+    """SHOW WARNINGS / SHOW ERRORS after a statement read that statement's diagnostics, which live on the node
+    connection that ran it: a shared (pipelined) one has run other clients' statements since, so ddm runs the
+    SELECT again for it; a pooled one is held until the next command. Several clients at once, text and prepared,
+    pass-through and sharded: each sees its own warning, never another client's, never none."""
+    _pipe_ready(pddm)
+    errors: list[str] = []
+
+    def client(cid: int) -> None:
+        db = "shp" if cid % 3 == 2 else "app"
+        c = _connect(pddm, database=db)
+        for n in range(40):
+            v = f"c{cid}n{n}x"
+            sql = (f"SELECT v, CAST('{v}' AS INT) FROM kv WHERE k = {n}" if db == "shp"
+                   else f"SELECT CAST('{v}' AS INT)")
+            query_all(c, sql)
+            w = query_all(c, "SHOW WARNINGS")
+            if len(w) != 1 or v not in w[0][2]:
+                errors.append(f"client {cid} ({db}) statement {n}: {w!r}")
+            if n % 10 == 0:
+                try:
+                    query_all(c, f"SELECT * FROM no_such_table_{cid}")
+                except pymysql.err.MySQLError:
+                    pass
+                e = query_all(c, "SHOW ERRORS")
+                if len(e) != 1 or f"no_such_table_{cid}" not in e[0][2]:
+                    errors.append(f"client {cid} ({db}) SHOW ERRORS {n}: {e!r}")
+        c.close()
+
+    def prepared(cid: int) -> None:
+        with RawClient(pddm.port, user="ddm", password="ddm", db="app") as c:
+            stmt_id, _, _ = c.prepare("SELECT CAST(? AS INT)")
+            for n in range(40):
+                v = f"p{cid}n{n}x"
+                c.execute(stmt_id, [v], send_types=n == 0)
+                w = c.query("SHOW WARNINGS")
+                if len(w) != 1 or v.encode() not in w[0][2]:
+                    errors.append(f"prepared client {cid} statement {n}: {w!r}")
+
+    before = _stats(pddm)
+    _run_clients(lambda cid: client(cid) if cid < 6 else prepared(cid), 8, errors)
+    assert not errors, errors[:5]
+    assert _stats(pddm)["pipelined"] - before["pipelined"] > 50  # the SELECTs did run on the pipes

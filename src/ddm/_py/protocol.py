@@ -1,7 +1,8 @@
 """Pure-Python twin of ddm_core.protocol's response state machine: where a data node's response ends.
 
-`response_end(stream, kind, deprecate_eof)` reads whole packets and returns (end offset, status flags, error?)
-for the first complete response in `stream`, or None when it is incomplete. Tests compare it with BackendCore."""
+`response_end(stream, kind, deprecate_eof)` reads whole packets and returns (end offset, status flags, error?,
+warning count) for the first complete response in `stream`, or None when it is incomplete. Tests compare it with
+BackendCore."""
 
 from __future__ import annotations
 
@@ -23,6 +24,15 @@ def _ok_status(p: bytes) -> int:
     return struct.unpack_from("<H", p, pos)[0] if pos + 2 <= len(p) else 0
 
 
+def _ok_warnings(p: bytes) -> int:
+    try:
+        _, pos = read_lenenc(p, 1)
+        _, pos = read_lenenc(p, pos)
+    except ValueError:
+        return 0
+    return struct.unpack_from("<H", p, pos + 2)[0] if pos + 4 <= len(p) else 0
+
+
 def _packets(stream: bytes):
     """(payload, end offset) per logical packet; continuation packets joined."""
     pos, body = 0, b""
@@ -38,7 +48,7 @@ def _packets(stream: bytes):
         body = b""
 
 
-def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, int, bool] | None:
+def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, int, bool, int] | None:
     it = _packets(stream)
 
     def nxt():
@@ -46,20 +56,20 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
 
     if kind == KIND_ONE:
         p, end = nxt()
-        return None if p is None else (end, 0, False)
+        return None if p is None else (end, 0, False, 0)
     if kind == KIND_FIELD_LIST:
         while True:
             p, end = nxt()
             if p is None:
                 return None
             if p[:1] in (b"\xfe", b"\xff"):
-                return end, 0, p[:1] == b"\xff"
+                return end, 0, p[:1] == b"\xff", 0
     if kind == KIND_PREPARE:
         p, end = nxt()
         if p is None:
             return None
         if p[:1] != b"\x00" or len(p) < 9:
-            return end, 0, True
+            return end, 0, True, 0
         ncols, nparams = struct.unpack_from("<HH", p, 5)
         for count in (nparams, ncols):
             if count:
@@ -67,7 +77,7 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                     p, end = nxt()
                     if p is None:
                         return None
-        return end, 0, False
+        return end, 0, False, 0
     in_rows = kind == KIND_ROWS
     while True:
         if not in_rows:
@@ -78,9 +88,9 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                 status = _ok_status(p)
                 if status & MORE_RESULTS_EXISTS:
                     continue
-                return end, status, False
+                return end, status, False, _ok_warnings(p)
             if p[:1] in (b"\xff", b"\xfb", b""):
-                return end, 0, True
+                return end, 0, True, 0
             ncols, _ = read_lenenc(p, 0)
             for _ in range(ncols):
                 p, end = nxt()
@@ -92,7 +102,7 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                     return None
                 status = struct.unpack_from("<H", p, 3)[0] if len(p) >= 5 else 0
                 if status & CURSOR_EXISTS:
-                    return end, status, False
+                    return end, status, False, 0
         while True:
             p, end = nxt()
             if p is None:
@@ -102,6 +112,6 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                 if status & MORE_RESULTS_EXISTS:
                     in_rows = False
                     break
-                return end, status, False
+                return end, status, False, _ok_warnings(p) if deprecate_eof else struct.unpack_from("<H", p, 1)[0]
             if p[:1] == b"\xff":
-                return end, 0, True
+                return end, 0, True, 0
