@@ -59,16 +59,22 @@ def _balances(c: pymysql.connections.Connection) -> dict[int, int]:
         return dict(cur.fetchall())
 
 
+def _each_holds_a_node(a: Any, b: Any, new_balance: str) -> tuple[Any, Any]:
+    """Transactions on a and b: a updates (locks) row 0 on n0, b row 1 on n1. Their cursors."""
+    ca, cb = a.cursor(), b.cursor()
+    ca.execute("BEGIN")
+    cb.execute("BEGIN")
+    ca.execute(f"UPDATE acct SET bal = {new_balance} WHERE id = 0")
+    cb.execute(f"UPDATE acct SET bal = {new_balance} WHERE id = 1")
+    return ca, cb
+
+
 def test_opposite_lock_order_on_two_nodes_ends_in_a_deadlock_error_not_a_long_wait(env: Env) -> None:
     a, b, check = env.connect(), env.connect(), env.connect()
     start = _balances(check)
     outcome: dict[str, Any] = {}
     try:
-        ca, cb = a.cursor(), b.cursor()
-        ca.execute("BEGIN")
-        cb.execute("BEGIN")
-        ca.execute("UPDATE acct SET bal = bal - 1 WHERE id = 0")  # a holds row 0 on n0
-        cb.execute("UPDATE acct SET bal = bal - 1 WHERE id = 1")  # b holds row 1 on n1
+        ca, cb = _each_holds_a_node(a, b, "bal - 1")
         t0 = time.monotonic()
 
         def a_second() -> None:
@@ -140,11 +146,7 @@ def test_a_locking_scatter_select_in_a_deadlock_across_nodes(env: Env) -> None:
     a, b = env.connect(), env.connect()
     outcome: dict[str, Any] = {}
     try:
-        ca, cb = a.cursor(), b.cursor()
-        ca.execute("BEGIN")
-        cb.execute("BEGIN")
-        ca.execute("UPDATE acct SET bal = bal WHERE id = 0")  # a holds row 0 on n0
-        cb.execute("UPDATE acct SET bal = bal WHERE id = 1")  # b holds row 1 on n1
+        ca, cb = _each_holds_a_node(a, b, "bal")
         t0 = time.monotonic()
 
         def lock_all(name: str, cur: Any) -> None:

@@ -15,22 +15,22 @@ MORE_RESULTS_EXISTS = 0x0008
 CURSOR_EXISTS = 0x0040
 
 
-def _ok_status(p: bytes) -> int:
+def _ok_u16(p: bytes, at: int) -> int:
+    """A 2-byte field of an OK packet after affected_rows and last_insert_id: 0 status flags, 2 warnings."""
     try:
         _, pos = read_lenenc(p, 1)
         _, pos = read_lenenc(p, pos)
     except ValueError:
         return 0
-    return struct.unpack_from("<H", p, pos)[0] if pos + 2 <= len(p) else 0
+    return struct.unpack_from("<H", p, pos + at)[0] if pos + at + 2 <= len(p) else 0
+
+
+def _ok_status(p: bytes) -> int:
+    return _ok_u16(p, 0)
 
 
 def _ok_warnings(p: bytes) -> int:
-    try:
-        _, pos = read_lenenc(p, 1)
-        _, pos = read_lenenc(p, pos)
-    except ValueError:
-        return 0
-    return struct.unpack_from("<H", p, pos + 2)[0] if pos + 4 <= len(p) else 0
+    return _ok_u16(p, 2)
 
 
 def _packets(stream: bytes):
