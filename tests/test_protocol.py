@@ -52,8 +52,8 @@ def responses(draw):
     for i in range(nres):
         more = ref.MORE_RESULTS_EXISTS if i < nres - 1 else 0
         if draw(st.booleans()):
-            parts.append(P.ok_packet(draw(st.integers(0, 2**40)), 0, 2 | more, draw(st.integers(0, 65535)),
-                                     draw(st.binary(max_size=30))))
+            parts.append(P.ok_packet(draw(st.integers(0, 2**40)), draw(st.integers(0, 2**62)), 2 | more,
+                                     draw(st.integers(0, 65535)), draw(st.binary(max_size=30))))
         else:
             ncols = draw(st.integers(1, 3))
             rows = [b"".join(b"\xfb" if v is None else P.lenenc_str(v) for v in draw(row_values)[:ncols])
@@ -71,7 +71,7 @@ def test_forward_scanner_finds_the_end_like_the_reference(resp, data):
     wire, deprecate_eof = resp
     expect = ref.response_end(wire, ref.KIND_RESULT, deprecate_eof)
     assert expect is not None
-    end, status, error, warnings = expect
+    end, status, error, warnings, insert_id = expect
     wire = wire[:end]
     probe, sink = Probe(), Sink()
     probe.deprecate_eof = deprecate_eof
@@ -90,6 +90,7 @@ def test_forward_scanner_finds_the_end_like_the_reference(resp, data):
     if not error:
         assert probe.last_status == status
         assert probe.last_warnings == warnings
+    assert probe.last_insert_id == insert_id
     # collecting the same response yields its packets
     probe2 = Probe()
     probe2.deprecate_eof = deprecate_eof

@@ -272,6 +272,8 @@ def _reply(client: ClientConnection, per_shard, eu, binary: bool) -> None:
         warnings = sum(res.warnings for res in counted)
         insert_id = eu.generated_ids[0] if eu.generated_ids else next(
             (res.insert_id for res in per_shard if res.insert_id), 0)
+        if insert_id:
+            client.session.last_insert_id = insert_id  # SELECT LAST_INSERT_ID() (frontend._select_database)
         _send_ok(client, affected, insert_id, warnings)
         return
     columns = per_shard[0].columns

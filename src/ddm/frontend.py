@@ -117,6 +117,7 @@ class ClientConnection(FrontendCore):
         self.diag_rerun: tuple | None = None  # (node, physical db, command payload) of a pipelined statement
         self.piped_command: bytes | None = None  # the framed command a pipe last sent for this client
         self._diag_timer: asyncio.TimerHandle | None = None
+        self._calc_found_rows = False  # the running COM_QUERY has SQL_CALC_FOUND_ROWS: hold its connection after
         self.no_pipe = False  # set while run_unpiped runs the command again
         self.payload = b""  # the command being answered
 
@@ -671,16 +672,19 @@ class ClientConnection(FrontendCore):
             self.conn = None
             self._give_back(conn, dirty=True)
             return False
-        elif conn.last_status & PIN_STATUS or (conn.last_error and self.conn is conn) or self.sticky \
-                or (self.cursors and self._has_cursor(conn)):
-            self.conn = conn
         else:
-            if self.conn is conn:
-                self.conn = None
-            if conn.last_warnings or conn.last_error:
-                self.keep_diagnostics(conn)
+            if conn.last_insert_id:
+                self.session.last_insert_id = conn.last_insert_id  # for SELECT LAST_INSERT_ID() (_select_database)
+            if conn.last_status & PIN_STATUS or (conn.last_error and self.conn is conn) or self.sticky \
+                    or (self.cursors and self._has_cursor(conn)):
+                self.conn = conn
             else:
-                conn.pool.release(conn)
+                if self.conn is conn:
+                    self.conn = None
+                if conn.last_warnings or conn.last_error or conn.last_insert_id or self._calc_found_rows:
+                    self.keep_diagnostics(conn)
+                else:
+                    conn.pool.release(conn)
         return True
 
     def keep_diagnostics(self, conn: BackendConnection | None, rerun: tuple | None = None) -> None:
@@ -790,6 +794,8 @@ class ClientConnection(FrontendCore):
             return
         if kw in STICKY_KEYWORDS:
             self._note_sticky(kw, sql)
+        # SELECT FOUND_ROWS() after SQL_CALC_FOUND_ROWS must read this statement's connection (held by _settle)
+        self._calc_found_rows = (b"_ROWS" in sql or b"_rows" in sql) and _CALC_FOUND_ROWS.search(sql) is not None
         dbconf = self.session.dbconf
         if dbconf is not None and dbconf.tables:
             self._sharded_query(sql)
@@ -886,7 +892,9 @@ class ClientConnection(FrontendCore):
 
     def _select_database(self, sql: bytes) -> bool:
         norm = sql.upper().replace(b" ", b"").replace(b"\n", b"").rstrip(b";")
-        if norm == b"SELECTLAST_INSERT_ID()" and self.session.dbconf is not None and self.session.dbconf.tables:
+        if norm == b"SELECTLAST_INSERT_ID()" and self.conn is None and not self.txn_conns:
+            # the connection that ran the client's last INSERT went back to the pool (or, held for this, was asked
+            # already by _diagnostics): the value is the one its OK packet carried (sharded: the id ddm made)
             col = column_definition("LAST_INSERT_ID()", FT.LONGLONG, length=21, charset=63, flags=0x1 | 0x20 | 0x80)
             self.transport.write(text_resultset([col], [text_row((self.session.last_insert_id,))],
                                                 deprecate_eof=self.deprecate_eof, status=self._status()))
@@ -1260,9 +1268,11 @@ def _release(conn: BackendConnection) -> None:
         conn.close()
 
 
-# what reads the previous statement's diagnostics area
+# what reads the previous statement's diagnostics area, its LAST_INSERT_ID() or FOUND_ROWS()
 _DIAGNOSTICS = re.compile(rb"\s*(?:SHOW\s+(?:COUNT\s*\(\s*\*\s*\)\s+)?(?:WARNINGS|ERRORS)\b|"
-                          rb"SELECT\s+@@(?:SESSION\.)?(?:WARNING_COUNT|ERROR_COUNT)\s*;?\s*$)", re.I)
+                          rb"SELECT\s+(?:@@(?:SESSION\.)?(?:WARNING_COUNT|ERROR_COUNT)|LAST_INSERT_ID\s*\(\s*\)|"
+                          rb"FOUND_ROWS\s*\(\s*\))\s*;?\s*$)", re.I)
+_CALC_FOUND_ROWS = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
 _SET_STATEMENT = re.compile(rb"^\s*SET\s+STATEMENT\s", re.I)
 _SET_GLOBAL = re.compile(rb"(?<![@\w.])GLOBAL\b|@@GLOBAL\.", re.I)  # on the digest: no string literals
 _SET_NAMES = re.compile(rb"^\s*SET\s+NAMES\s+'?(\w+)'?(\s+COLLATE\s+'?(\w+)'?)?\s*;?\s*$", re.I)

@@ -52,7 +52,7 @@ class Session:
     signature: tuple[bytes, ...] = ()
     multi_statements: bool = False
     autocommit: bool = True
-    last_insert_id: int = 0  # ids ddm generated (sharded databases), for SELECT LAST_INSERT_ID()
+    last_insert_id: int = 0  # the last statement's OK insert id, or the first id ddm generated: SELECT LAST_INSERT_ID()
     # sql_mode has NO_BACKSLASH_ESCAPES (as the node reported after the client's last SET): the status flag goes into
     # every reply ddm builds itself, or a client would escape quotes with backslashes the node takes literally
     no_backslash_escapes: bool = False

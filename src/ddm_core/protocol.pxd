@@ -52,6 +52,7 @@ cdef class BackendCore:
     cdef public list packets                # M_COLLECT / M_RAW payloads
     cdef public unsigned int last_status    # status flags of the final OK/EOF
     cdef public unsigned int last_warnings  # warning count of the final OK/EOF (SHOW WARNINGS has them)
+    cdef public unsigned long long last_insert_id  # last_insert_id of the last OK packet (0: none)
     cdef public bint last_error             # the response ended with an ERR packet
     cdef public bint local_infile           # it ended with a LOCAL INFILE request: the node awaits a file
     cdef public bint forwarded_any          # some bytes of this response already reached the client

@@ -48,6 +48,15 @@ cdef inline unsigned int ok_status(const unsigned char* p, Py_ssize_t avail) noe
     return u16(p + pos)
 
 
+cdef inline unsigned long long ok_insert_id(const unsigned char* p, Py_ssize_t avail) noexcept:
+    cdef Py_ssize_t pos = 1
+    cdef long long v
+    if read_lenenc(p, avail, &pos) < 0:
+        return 0
+    v = read_lenenc(p, avail, &pos)
+    return <unsigned long long>v if v > 0 else 0
+
+
 cdef inline unsigned int ok_warnings(const unsigned char* p, Py_ssize_t avail) noexcept:
     cdef Py_ssize_t pos = 1
     if read_lenenc(p, avail, &pos) < 0 or read_lenenc(p, avail, &pos) < 0 or pos + 4 > avail:
@@ -73,6 +82,7 @@ cdef class BackendCore:
         self.peek_need = 4
         self.last_status = 0
         self.last_warnings = 0
+        self.last_insert_id = 0
         self.last_error = False
         self.local_infile = False
         self.forwarded_any = False
@@ -122,6 +132,8 @@ cdef class BackendCore:
                 status = ok_status(p, avail)
                 self.last_status = status
                 self.last_warnings = ok_warnings(p, avail)
+                if ok_insert_id(p, avail):
+                    self.last_insert_id = ok_insert_id(p, avail)
                 self.result_sets += 1
                 if not (status & MORE_RESULTS_EXISTS):
                     self.state = S_DONE

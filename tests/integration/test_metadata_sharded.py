@@ -35,7 +35,8 @@ RULES = {"databases": {DB: {
                    "table_strategy": {"column": "user_id", "algorithm": "two_level"}},
         "events": {"nodes": "ds${1..2}.events_${0..1}",
                    "database_strategy": {"column": "id", "algorithm": "mod"},
-                   "table_strategy": {"column": "id", "algorithm": "two_level"}},
+                   "table_strategy": {"column": "id", "algorithm": "two_level"},
+                   "key_generator": {"column": "id", "type": "snowflake"}},
         "countries": {"broadcast": True},
         "settings": {"datasource": "ds1"},
         "notes": {"datasource": "ds2"},
@@ -303,3 +304,11 @@ def test_set_statement_for_is_refused_on_a_sharded_database(cur):
         cur.execute("SET STATEMENT max_statement_time = 5 FOR SELECT * FROM orders")
     assert info.value.args[0] == 1235
     assert rows(cur, "SELECT 1") == [(1,)]
+
+
+def test_select_last_insert_id_after_generated_ids(cur):
+    """A sharded INSERT whose ids ddm generates: the OK packet and SELECT LAST_INSERT_ID() report the first."""
+    cur.execute("INSERT INTO events (kind) VALUES ('g1'), ('g2')")
+    first = cur.lastrowid
+    assert first
+    assert rows(cur, "SELECT LAST_INSERT_ID()") == [(first,)]

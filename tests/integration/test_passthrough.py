@@ -302,6 +302,47 @@ def test_show_warnings_after_a_statement_and_after_the_hold_expires(connect):
     assert query_all(a, "SHOW WARNINGS") == []
 
 
+def test_last_insert_id_and_found_rows_are_the_clients_own_under_concurrency(connect, direct):
+    """SELECT LAST_INSERT_ID() and SELECT FOUND_ROWS() read per-connection state of the node: with pooled
+    connections shared by many clients they must still answer about the client's own last statement."""
+    import threading
+
+    with direct().cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS lii")
+        cur.execute("CREATE TABLE lii (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+    errors: list[str] = []
+
+    def client(t: int) -> None:
+        c = connect()
+        with c.cursor() as cur:
+            for i in range(60):
+                cur.execute("INSERT INTO lii (v) VALUES (%s)", (i,))
+                rid = cur.lastrowid
+                cur.execute("SELECT LAST_INSERT_ID()")
+                got = cur.fetchone()[0]
+                if got != rid:
+                    errors.append(f"client {t}: LAST_INSERT_ID() {got} after inserting id {rid}")
+                n = (t * 7 + i) % 40 + 1
+                cur.execute(f"SELECT SQL_CALC_FOUND_ROWS seq FROM seq_1_to_{n} LIMIT 1")
+                cur.fetchall()
+                cur.execute("SELECT FOUND_ROWS()")
+                found = cur.fetchone()[0]
+                if found != n:
+                    errors.append(f"client {t}: FOUND_ROWS() {found}, expected {n}")
+                if i % 10 == 0:
+                    cur.execute("SELECT 1")  # something in between: LAST_INSERT_ID() is what ddm kept
+                    cur.execute("SELECT LAST_INSERT_ID()")
+                    if cur.fetchone()[0] != rid:
+                        errors.append(f"client {t}: LAST_INSERT_ID() after another statement")
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors[:5]
+
+
 def test_set_global_is_refused(connect):
     a = connect()
     with pytest.raises(pymysql.err.MySQLError) as info:

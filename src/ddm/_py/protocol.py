@@ -1,8 +1,8 @@
 """Pure-Python twin of ddm_core.protocol's response state machine: where a data node's response ends.
 
 `response_end(stream, kind, deprecate_eof)` reads whole packets and returns (end offset, status flags, error?,
-warning count) for the first complete response in `stream`, or None when it is incomplete. Tests compare it with
-BackendCore."""
+warning count, last insert id of its OK packets) for the first complete response in `stream`, or None when it is
+incomplete. Tests compare it with BackendCore."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def _ok_status(p: bytes) -> int:
     return _ok_u16(p, 0)
 
 
+def _ok_insert_id(p: bytes) -> int:
+    try:
+        _, pos = read_lenenc(p, 1)
+        value, _ = read_lenenc(p, pos)
+    except ValueError:
+        return 0
+    return value if value and 0 < value < 2**63 else 0
+
+
 def _ok_warnings(p: bytes) -> int:
     return _ok_u16(p, 2)
 
@@ -48,7 +57,7 @@ def _packets(stream: bytes):
         body = b""
 
 
-def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, int, bool, int] | None:
+def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, int, bool, int, int] | None:
     it = _packets(stream)
 
     def nxt():
@@ -56,20 +65,20 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
 
     if kind == KIND_ONE:
         p, end = nxt()
-        return None if p is None else (end, 0, False, 0)
+        return None if p is None else (end, 0, False, 0, 0)
     if kind == KIND_FIELD_LIST:
         while True:
             p, end = nxt()
             if p is None:
                 return None
             if p[:1] in (b"\xfe", b"\xff"):
-                return end, 0, p[:1] == b"\xff", 0
+                return end, 0, p[:1] == b"\xff", 0, 0
     if kind == KIND_PREPARE:
         p, end = nxt()
         if p is None:
             return None
         if p[:1] != b"\x00" or len(p) < 9:
-            return end, 0, True, 0
+            return end, 0, True, 0, 0
         ncols, nparams = struct.unpack_from("<HH", p, 5)
         for count in (nparams, ncols):
             if count:
@@ -77,8 +86,9 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                     p, end = nxt()
                     if p is None:
                         return None
-        return end, 0, False, 0
+        return end, 0, False, 0, 0
     in_rows = kind == KIND_ROWS
+    iid = 0
     while True:
         if not in_rows:
             p, end = nxt()
@@ -86,11 +96,12 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                 return None
             if p[:1] == b"\x00":
                 status = _ok_status(p)
+                iid = _ok_insert_id(p) or iid
                 if status & MORE_RESULTS_EXISTS:
                     continue
-                return end, status, False, _ok_warnings(p)
+                return end, status, False, _ok_warnings(p), iid
             if p[:1] in (b"\xff", b"\xfb", b""):
-                return end, 0, True, 0
+                return end, 0, True, 0, iid
             ncols, _ = read_lenenc(p, 0)
             for _ in range(ncols):
                 p, end = nxt()
@@ -102,7 +113,7 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                     return None
                 status = struct.unpack_from("<H", p, 3)[0] if len(p) >= 5 else 0
                 if status & CURSOR_EXISTS:
-                    return end, status, False, 0
+                    return end, status, False, 0, iid
         while True:
             p, end = nxt()
             if p is None:
@@ -112,6 +123,7 @@ def response_end(stream: bytes, kind: int, deprecate_eof: bool) -> tuple[int, in
                 if status & MORE_RESULTS_EXISTS:
                     in_rows = False
                     break
-                return end, status, False, _ok_warnings(p) if deprecate_eof else struct.unpack_from("<H", p, 1)[0]
+                warnings = _ok_warnings(p) if deprecate_eof else struct.unpack_from("<H", p, 1)[0]
+                return end, status, False, warnings, iid
             if p[:1] == b"\xff":
-                return end, 0, True, 0
+                return end, 0, True, 0, iid
