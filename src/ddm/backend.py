@@ -166,6 +166,7 @@ class BackendConnection(BackendCore):
         self.db: bytes | None = None  # physical database selected on the node
         self.signature: tuple = ()  # session statements replayed on this connection (see ddm.session)
         self.stmts: OrderedDict[tuple[bytes | None, bytes], Prepared] = OrderedDict()
+        self.pipe = None  # the ddm.pipeline.Pipe that owns this connection, if any
         self._waiter: asyncio.Future | None = None
         self._done_cb: Callable[[BackendConnection], None] | None = None
         self._chunk_cb: Callable[[BackendConnection], None] | None = None
@@ -438,12 +439,15 @@ class BackendConnection(BackendCore):
 
     def shed_statements(self) -> int:
         """The node's max_prepared_stmt_count (a global limit) is reached: close the older half of the statements
-        kept on the idle connections of this pool (nothing runs on them, no cursor is open there), or, when they
-        have none, of those kept here. Returns how many were closed."""
+        kept on the idle connections of this pool (nothing runs on them, no cursor is open there) and on its
+        pipelines' shared connections (the closes follow what is queued there), or, when they have none, of those
+        kept here. Returns how many were closed."""
         closed = 0
         if self.pool is not None:
-            for conn in list(self.pool.idle):
+            for conn in [*self.pool.idle, *self.pool.shared]:
                 if conn is not self and not conn.closed:
+                    if conn.pipe is not None:
+                        conn.pipe.flush()  # executes already queued there go out before the closes
                     closed += conn._close_oldest(max(1, len(conn.stmts) // 2))
         if not closed:
             closed = self._close_oldest(max(1, len(self.stmts) // 2))

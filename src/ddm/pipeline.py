@@ -149,6 +149,7 @@ class Pipe:
         self.outbuf: list[bytes] = []  # commands queued in this loop iteration, written together by _flush
         self.watch = None  # timer handle of _check_head while clients wait behind the head
         conn.protocol_violation = self._extra  # bytes past the head's response: the next client's
+        conn.pipe = self
 
     def has_room(self) -> bool:
         """Whether one more statement may join the queue now (not full, head not stuck)."""
@@ -191,6 +192,10 @@ class Pipe:
         out, self.outbuf = self.outbuf, []
         if out and not self.dead and not self.conn.closed:
             self.conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def flush(self) -> None:
+        """Write what this loop iteration queued now (before a command written to the connection directly)."""
+        self._flush()
 
     def prepare(self, sql: bytes) -> None:
         """Prepare `sql` on this pipe's connection, behind what is queued (once at a time per statement)."""
@@ -413,7 +418,9 @@ class Pipe:
         conn = self.conn
         conn._done_cb = None
         conn.sink = None
+        conn.pipe = None
         if conn.pool is not None:
+            conn.pool.shared.discard(conn)
             conn.pool.discard(conn)
         conn.close()
 
@@ -611,6 +618,8 @@ class Pipelines:
             return
         self.counters["opened"] += 1
         group.pipes.append(Pipe(self, group, conn))
+        if conn.pool is not None:
+            conn.pool.shared.add(conn)
 
     def stats(self) -> dict:
         return {**self.counters, "pipes": sum(len(g.pipes) for g in self.groups.values()),

@@ -29,6 +29,7 @@ class Pool:
         self.flavour = flavour
         self.cfg = node.pool
         self.idle: deque[BackendConnection] = deque()
+        self.shared: set[BackendConnection] = set()  # lent for good to ddm.pipeline (shed_statements looks there)
         self.size = 0  # connections open or opening, lent or idle
         self.waiters: deque[asyncio.Future] = deque()
         self.closed = False

@@ -664,21 +664,27 @@ def test_prepared_statement_keeps_the_database_it_was_prepared_in(ddm_proc, dire
 
 
 def test_prepared_statements_beyond_the_nodes_max_prepared_stmt_count(ddm_proc, node0):
-    """max_prepared_stmt_count is global on a node and ddm keeps statements prepared on its pooled connections: at
-    the limit it closes the older half of those kept on idle connections (or on the one preparing) and prepares
-    again, instead of failing the client's statement with 1461."""
+    """max_prepared_stmt_count is global on a node and ddm keeps statements prepared on its pooled and shared
+    (pipelined) connections: at the limit it closes the older half of those kept on idle and shared connections
+    (or on the one preparing) and prepares again, instead of failing the client's statement with 1461."""
+    with RawClient(ddm_proc.port, user="ddm", password="ddm", db="app") as warm:
+        # statements ddm keeps prepared on the pipelines' shared connections too (they execute these SELECTs)
+        for i in range(3):
+            for j in range(12):
+                stmt_id, _, _ = warm.prepare(f"SELECT CONCAT('warm{j}-', ?)")
+                warm.execute(stmt_id, [i])
     with pymysql.connect(host="127.0.0.1", port=node0.port, user=node0.user, password=node0.password,
                          autocommit=True) as admin:
         old = query_all(admin, "SELECT @@GLOBAL.max_prepared_stmt_count")[0][0]
         in_use = int(query_all(admin, "SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1])
-        query_all(admin, f"SET GLOBAL max_prepared_stmt_count = {in_use + 12}")
+        query_all(admin, f"SET GLOBAL max_prepared_stmt_count = {in_use + 24}")
         try:
             with RawClient(ddm_proc.port, user="ddm", password="ddm", db="app") as c:
-                for i in range(40):
+                for i in range(80):
                     stmt_id, _, nparams = c.prepare(f"SELECT CONCAT('s{i}-', ?)")
                     assert nparams == 1
                     assert c.execute(stmt_id, [i]) == [(f"s{i}-{i}".encode(),)]
-            assert int(query_all(admin, "SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1]) <= in_use + 12
+            assert int(query_all(admin, "SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'")[0][1]) <= in_use + 24
         finally:
             query_all(admin, f"SET GLOBAL max_prepared_stmt_count = {old}")
 
