@@ -110,9 +110,9 @@ class ClientConnection(FrontendCore):
         self.txn_begin: bytes | None = None  # sharded: the BEGIN to send to each node the transaction reaches
         self.sticky: set[str] = set()  # reasons the pinned connection must stay (locks, temporary tables)
         self._piped = None  # the ddm.pipeline.Pipe this client's SELECT is queued on
-        # SHOW WARNINGS / SHOW ERRORS read the last statement's diagnostics, which live on the node connection that
-        # ran it: after a response with warnings or an error, that connection is held until the next command
-        # (`_diagnostics`); a pipelined SELECT's connection has moved on, so its text is kept to run it again
+        # SHOW WARNINGS / SHOW ERRORS / LAST_INSERT_ID() / FOUND_ROWS() read state the last statement left on the
+        # node connection that ran it: that connection is held until the next command (`keep_diagnostics`); a
+        # pipelined SELECT's connection has moved on, so its command is kept to run again
         self.diag_conn: BackendConnection | None = None
         self.diag_rerun: tuple | None = None  # (node, physical db, command payload) of a pipelined statement
         self.piped_command: bytes | None = None  # the framed command a pipe last sent for this client
@@ -688,8 +688,9 @@ class ClientConnection(FrontendCore):
         return True
 
     def keep_diagnostics(self, conn: BackendConnection | None, rerun: tuple | None = None) -> None:
-        """The last statement left warnings or an error: hold its connection (or, pipelined, keep the statement to
-        run again) for a SHOW WARNINGS / SHOW ERRORS that may come next."""
+        """The last statement left warnings, an error, an insert id or found rows on its connection: hold it (or,
+        pipelined, keep the statement to run again) for a SHOW WARNINGS / SHOW ERRORS / SELECT LAST_INSERT_ID() /
+        SELECT FOUND_ROWS() that may come next (`_diagnostics`)."""
         old, self.diag_conn = self.diag_conn, conn
         self.diag_rerun = rerun
         if old is not None and old is not conn:
