@@ -151,6 +151,21 @@ def test_prepared_parameter_count_mismatch() -> None:
     assert e.value.code == er.WRONG_ARGUMENTS
 
 
+def test_key_generator_on_another_column_than_the_key_fills_it() -> None:
+    """shop.orders is sharded by user_id and generates order_id: an INSERT without order_id gets one per row,
+    appended to the column list and to every row; the key routes as given; the first id is the insert id."""
+    p, lexed = _plan("shop", b"INSERT INTO orders (user_id, amount) VALUES (1, 2.5), (6, 3)")
+    assert isinstance(p, InsertPlan)
+    assert keys_needed(p, lexed) == 2
+    u = p.bind(lexed, None, keys=[900, 901])
+    assert u.generated_ids == (900, 901)
+    got = sorted((x.datasource, x.sql) for x in u.units)
+    assert got == [("ds0", b"INSERT INTO orders_2 (user_id, amount, `order_id`) VALUES (1, 2.5, 900)"),
+                   ("ds1", b"INSERT INTO orders_2 (user_id, amount, `order_id`) VALUES (6, 3, 901)")], got
+    given, lexed2 = _plan("shop", b"INSERT INTO orders (order_id, user_id) VALUES (5, 1)")
+    assert keys_needed(given, lexed2) == 0  # given: left alone
+
+
 def test_insert_needs_keys_from_the_executor() -> None:
     p, lexed = _plan("sbtest", b"INSERT INTO sbtest1 (id, k) VALUES (?, 1), (?, 2), (3, 3)")
     assert isinstance(p, InsertPlan)

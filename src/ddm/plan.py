@@ -291,7 +291,9 @@ class InsertPlan(Plan):
 
     column: the shard-key column (both strategies use it; other layouts are refused at plan time).
     add_column_tok: when the key column is absent from the column list, the token of the list's `)`: the rewrite
-    inserts `, column` before it and `, <generated id>` before each row's `)`."""
+    inserts `, column` before it and `, <generated id>` before each row's `)`.
+    gen_column_tok: the same for the rule's key_generator column when it is another column than the key and is
+    absent from the column list: `, gen_column` and a generated id per row are appended (the key routes)."""
 
     statement: str
     rule: TableRule
@@ -301,6 +303,7 @@ class InsertPlan(Plan):
     rows: tuple[InsertRow, ...]
     add_column_tok: int
     router: Any = None
+    gen_column_tok: int = -1
     kind = "insert"
     is_write = True
 

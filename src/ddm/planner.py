@@ -742,9 +742,11 @@ class _Planner:
         if suffix_refs:  # ON DUPLICATE KEY UPDATE t.col = ...: rename there too
             refs = refs + suffix_refs
             names = self._names_for(refs, rule, self._all_targets(rule))
+        # a generator on another column than the key fills that column when the statement leaves it out
+        gen_other = (rule.key_generator is not None and not gen and rule.key_generator.column.lower() not in cols)
         return InsertPlan(statement, rule, key, tuple(refs), names, tuple(InsertRow(*r) if not isinstance(r, InsertRow)
                                                                            else r for r in out_rows),
-                          col_close if key_pos < 0 else -1)
+                          col_close if key_pos < 0 else -1, gen_column_tok=col_close if gen_other else -1)
 
     def _starts_query(self, i: int) -> bool:
         t = self.t

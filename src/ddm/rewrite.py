@@ -698,6 +698,8 @@ def keys_needed(plan: InsertPlan, lexed: Any, params: Sequence[Any] | None = Non
     """How many shard keys the executor must generate (awaiting the id generator) before binding."""
     if plan.rule.key_generator is None:
         return 0
+    if plan.gen_column_tok >= 0:
+        return len(plan.rows)  # one id per row for the generator's own column; the key is given
     b = _Bound(lexed, lexed.sql, params)
     return sum(1 for r in plan.rows if r.key == KEY_GENERATE or _auto_value(b.value(r.key)))
 
@@ -716,9 +718,20 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
     key_iter = iter(keys or ())
     row_keys: list[Any] = []
     gen_edits: list[Edit] = []
+    other = plan.gen_column_tok >= 0
     for n, r in enumerate(plan.rows, 1):
         v = None if r.key == KEY_GENERATE else b.value(r.key, r.key_neg)
-        if v is None or (plan.rule.key_generator is not None and _auto_value(v)):
+        if other:  # the generator fills its own column; the key routes as given
+            g = next(key_iter, None)
+            if g is None:
+                raise PlanError(er.UNKNOWN_ERROR, "not enough generated keys for INSERT")
+            generated.append(g)
+            at = lexed.start(r.close)
+            gen_edits.append((at, at, b", " + str(g).encode()))
+            if v is None:
+                raise PlanError(er.NOT_SUPPORTED_YET,
+                                f"NULL sharding key '{col}' for table '{plan.rule.name}' (row {n})")
+        elif v is None or (plan.rule.key_generator is not None and _auto_value(v)):
             if plan.rule.key_generator is None:
                 raise PlanError(er.NOT_SUPPORTED_YET,
                                 f"NULL sharding key '{col}' for table '{plan.rule.name}' (row {n})")
@@ -751,6 +764,9 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
     if plan.add_column_tok >= 0:
         at = lexed.start(plan.add_column_tok)
         head_edits.append((at, at, b", " + _quote_ident(col)))
+    if plan.gen_column_tok >= 0:
+        at = lexed.start(plan.gen_column_tok)
+        head_edits.append((at, at, b", " + _quote_ident(plan.rule.key_generator.column)))
     row_texts = _row_texts(plan, b, gen_edits) if len(by_target) > 1 or gen_edits or b.param_edits else None
     spans = [(lexed.start(r.first), lexed.end(r.last)) for r in plan.tables]
     units = []

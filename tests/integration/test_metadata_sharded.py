@@ -32,7 +32,8 @@ RULES = {"databases": {DB: {
     "tables": {
         "orders": {"nodes": "ds${0..1}.orders_${0..3}",
                    "database_strategy": {"column": "user_id", "algorithm": "mod"},
-                   "table_strategy": {"column": "user_id", "algorithm": "two_level"}},
+                   "table_strategy": {"column": "user_id", "algorithm": "two_level"},
+                   "key_generator": {"column": "id", "type": "snowflake"}},  # not the sharding key
         "events": {"nodes": "ds${1..2}.events_${0..1}",
                    "database_strategy": {"column": "id", "algorithm": "mod"},
                    "table_strategy": {"column": "id", "algorithm": "two_level"},
@@ -312,3 +313,13 @@ def test_select_last_insert_id_after_generated_ids(cur):
     first = cur.lastrowid
     assert first
     assert rows(cur, "SELECT LAST_INSERT_ID()") == [(first,)]
+
+
+def test_key_generator_on_a_column_that_is_not_the_sharding_key(cur):
+    """orders is sharded by user_id and generates id: an INSERT that leaves id out gets one per row."""
+    cur.execute("INSERT INTO orders (user_id, note) VALUES (3, 'gen-a'), (4, 'gen-b')")
+    first = cur.lastrowid
+    assert first and rows(cur, "SELECT LAST_INSERT_ID()") == [(first,)]
+    got = rows(cur, "SELECT id, user_id FROM orders WHERE note LIKE 'gen-%' ORDER BY user_id")
+    assert [r[1] for r in got] == [3, 4] and got[0][0] == first and got[1][0] > first
+    cur.execute("DELETE FROM orders WHERE note LIKE 'gen-%'")
