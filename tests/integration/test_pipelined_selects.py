@@ -80,6 +80,12 @@ def _pipe_ready(d: DDM) -> None:
         c.close()
 
 
+def _clients_ready(d: DDM, nclients: int) -> tuple[dict, list[str], threading.Barrier]:
+    """For a test of many clients at once: the pipe open, the counters before, an error list, a start barrier."""
+    _pipe_ready(d)
+    return _stats(d), [], threading.Barrier(nclients)
+
+
 def _pipe_conn(d: DDM):
     for group in d._server.pipelines.groups.values():
         for pipe in group.pipes:
@@ -110,11 +116,8 @@ def _run_clients(client, n: int, errors: list[str]) -> None:
 
 
 def test_many_clients_get_their_own_answers(pddm: DDM) -> None:
-    _pipe_ready(pddm)
-    before = _stats(pddm)
     nclients, nqueries = 12, 150
-    errors: list[str] = []
-    start = threading.Barrier(nclients)
+    before, errors, start = _clients_ready(pddm, nclients)
 
     def client(cid: int) -> None:
         c = _connect(pddm)
@@ -400,11 +403,8 @@ def test_kill_query_of_a_queued_select_leaves_the_head_alone(pddm: DDM) -> None:
 def test_prepared_executes_share_the_pipe(pddm: DDM) -> None:
     """Binary-protocol executes of many clients on the pipe: each gets its own rows, parameter types sent only on
     a client's first execute still reach the pipe's own statement, and text SELECTs interleave."""
-    _pipe_ready(pddm)
-    before = _stats(pddm)
     nclients, nexec = 8, 120
-    errors: list[str] = []
-    start = threading.Barrier(nclients)
+    before, errors, start = _clients_ready(pddm, nclients)
     sql = "SELECT ? + 0, CONCAT('v', ?), REPEAT('x', ?)"
 
     def client(cid: int) -> None:
@@ -454,11 +454,8 @@ def test_cursor_executes_are_not_pipelined(pddm: DDM) -> None:
 def test_sharded_single_shard_selects_share_the_pipe(pddm: DDM) -> None:
     """One-shard SELECTs of a sharded database (text: point route; prepared: execute point route) go through the
     pipes of their shard's physical database, rewritten; every client still gets the row of its own key."""
-    _pipe_ready(pddm)
-    before = _stats(pddm)
     nclients, n = 6, 100
-    errors: list[str] = []
-    start = threading.Barrier(nclients)
+    before, errors, start = _clients_ready(pddm, nclients)
 
     def client(cid: int) -> None:
         with RawClient(pddm.port, user="ddm", password="ddm", db="shp") as c:
