@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddm import auth, executor, metadata, threads
+from ddm import auth, executor, metadata, multistatement, threads
 from ddm.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
@@ -120,6 +120,7 @@ class ClientConnection(FrontendCore):
         self._calc_found_rows = False  # the running COM_QUERY has SQL_CALC_FOUND_ROWS: hold its connection after
         self.no_pipe = False  # set while run_unpiped runs the command again
         self.payload = b""  # the command being answered
+        self._multi: asyncio.Task | None = None  # ddm.multistatement: the statements of one COM_QUERY, in turn
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,6 +143,8 @@ class ClientConnection(FrontendCore):
         self.server.clients.discard(self)
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._multi is not None:
+            self._multi.cancel()
         relay, self._infile = self._infile, None
         self._drop_diagnostics()
         if relay is not None:
@@ -780,18 +783,14 @@ class ClientConnection(FrontendCore):
     def _com_query(self, payload: bytes) -> None:
         sql = payload[1:]
         kw = first_word(sql)
+        if b";" in sql and self._multi is None and not executor.is_compound(kw, sql) \
+                and lex(sql).statement_count > 1 and self._multi_statement(sql):
+            return
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
         # DATABASE() / LAST_INSERT_ID() / CONNECTION_ID() are answered here; all have a parenthesis
         if kw == b"SELECT" and len(sql) < 48 and b"(" in sql and self._select_database(sql):
-            return
-        if (not self.session.multi_statements and b";" in sql and not executor.is_compound(kw, sql)
-                and lex(sql).statement_count > 1):
-            # the data-node connection accepts multi-statements; this client did not ask for them
-            self._error(ER.PARSE_ERROR, "You have an error in your SQL syntax: multi-statements are not enabled "
-                                        "on this connection (CLIENT_MULTI_STATEMENTS)")
-            self.command_done()
             return
         if kw in STICKY_KEYWORDS:
             self._note_sticky(kw, sql)
@@ -814,6 +813,64 @@ class ClientConnection(FrontendCore):
             self._forward(conn, self.raw or frame(payload, 0))
             return
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
+
+    def _multi_statement(self, sql: bytes) -> bool:
+        """Several statements in one COM_QUERY: refused without CLIENT_MULTI_STATEMENTS, else answered statement
+        by statement (ddm.multistatement) when one of them is ddm's to answer; False: the node runs it whole."""
+        if not self.session.multi_statements:
+            # the data-node connection accepts multi-statements; this client did not ask for them
+            self._error(ER.PARSE_ERROR, "You have an error in your SQL syntax: multi-statements are not enabled "
+                                        "on this connection (CLIENT_MULTI_STATEMENTS)")
+            self.command_done()
+            return True
+        statements = multistatement.split(sql)
+        dbconf = self.session.dbconf
+        if not multistatement.needs_split(statements, dbconf is not None and bool(dbconf.tables)):
+            return False
+        self._multi = self.loop.create_task(self._run_statements(statements))
+        return True
+
+    async def _run_statements(self, statements: list[bytes]) -> None:
+        """Each statement through the COM_QUERY path as if it came alone, its answer renumbered into one
+        response; an error ends the chain."""
+        real = self.transport
+        seq = 1
+        try:
+            for i, sql in enumerate(statements):
+                done = self.loop.create_future()
+                out = multistatement.Reframer(real, seq)
+                self.transport = out
+                self.command_done = lambda d=done: d.done() or d.set_result(None)  # noqa: E731 (this piece only)
+                self.no_pipe = True  # its answer comes through `out`, not on a shared connection
+                self.raw = None
+                try:
+                    payload = b"\x03" + sql
+                    try:
+                        if _is_load_local(sql):
+                            # the node's file request would wait for a file the client sends between results
+                            self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'LOAD DATA "
+                                                              "LOCAL INFILE inside a multi-statement'")
+                            self.command_done()
+                        elif not ((self.diag_conn is not None or self.diag_rerun is not None)
+                                  and self._diagnostics(payload)):
+                            self.payload = payload
+                            self._com_query(payload)
+                    except Exception as exc:  # as in on_command: the client gets an error, the worker goes on
+                        log.exception("internal error serving %s", self.peer)
+                        self._error(ER.UNKNOWN_ERROR, f"ddm internal error: {type(exc).__name__}: {exc}")
+                        self.command_done()
+                    await done
+                finally:
+                    self.transport = real
+                    del self.command_done
+                    self.no_pipe = False
+                ok = out.finish(more=i + 1 < len(statements))
+                seq = out.seq
+                if not ok or self.phase == PH_CLOSED:
+                    break
+        finally:
+            self._multi = None
+        self.command_done()
 
     def _sharded_query(self, sql: bytes) -> None:
         route, lexed, bound = executor.fast_units(self, sql)
