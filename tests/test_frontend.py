@@ -48,3 +48,14 @@ def test_set_statement(sql: bytes, match: bool) -> None:
 ])
 def test_metadata_statement(kw: bytes, sql: bytes, wanted: bool) -> None:
     assert _metadata_statement(kw, sql) is wanted
+
+
+def test_sets_global_only_for_global_targets():
+    from ddm.frontend import _sets_global
+
+    assert _sets_global(b"SET GLOBAL max_connections = 10")
+    assert _sets_global(b"set @@global.x = 1")
+    assert _sets_global(b"SET @a = 1, GLOBAL b = 2")
+    assert not _sets_global(b"SET @x = @@global.max_connections")  # reads a global: session state
+    assert not _sets_global(b"SET @a = concat(1, @@global.x), @b = 2")
+    assert not _sets_global(b"SET SESSION sql_mode = @@GLOBAL.sql_mode")

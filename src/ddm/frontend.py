@@ -980,7 +980,7 @@ class ClientConnection(FrontendCore):
                 self.command_done()
                 return True
             return False  # the normal path forwards it, and its answer, as any statement
-        if _SET_GLOBAL.search(lex(sql).digest):
+        if _sets_global(sql):
             # replayed as session state, it would be set again on every connection ddm opens, on one node only
             self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'SET GLOBAL' from a client "
                                               "(change the data nodes' global settings on the nodes)")
@@ -1332,7 +1332,29 @@ _DIAGNOSTICS = re.compile(rb"\s*(?:SHOW\s+(?:COUNT\s*\(\s*\*\s*\)\s+)?(?:WARNING
                           rb"FOUND_ROWS\s*\(\s*\))\s*;?\s*$)", re.I)
 _CALC_FOUND_ROWS = re.compile(rb"\bSQL_CALC_FOUND_ROWS\b", re.I)
 _SET_STATEMENT = re.compile(rb"^\s*SET\s+STATEMENT\s", re.I)
-_SET_GLOBAL = re.compile(rb"(?<![@\w.])GLOBAL\b|@@GLOBAL\.", re.I)  # on the digest: no string literals
+
+
+def _sets_global(sql: bytes) -> bool:
+    """Whether a SET assigns a global variable (`SET GLOBAL x = ..`, `SET @@global.x = ..`, in any of its
+    comma-separated assignments); reading one (`SET @x = @@global.max_connections`) is a session statement."""
+    lexed = lex(sql)
+    depth = 0
+    target = True  # the next token names what is assigned
+    for i in range(1, lexed.ntokens):
+        text = lexed.text(i)
+        if target:
+            word = text.upper()
+            if word == b"GLOBAL" or word.startswith(b"@@GLOBAL."):
+                return True
+            target = word in (b"SESSION", b"LOCAL")  # SET SESSION x = ..: x is the target
+            continue
+        if text == b"(":
+            depth += 1
+        elif text == b")":
+            depth -= 1
+        elif text == b"," and depth == 0:
+            target = True
+    return False
 _SET_NAMES = re.compile(rb"^\s*SET\s+NAMES\s+'?(\w+)'?(\s+COLLATE\s+'?(\w+)'?)?\s*;?\s*$", re.I)
 _SET_AUTOCOMMIT = re.compile(rb"^\s*SET\s+(?:@@(?:SESSION\.)?|SESSION\s+)?AUTOCOMMIT\s*=\s*(\w+)\s*;?\s*$", re.I)
 _KNOWN_CHARSETS = {cs.encode() for cs, _ in COLLATIONS.values()} | {b"utf8"}

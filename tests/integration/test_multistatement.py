@@ -172,3 +172,10 @@ def test_sharded_multi_statement_runs_each_statement(sharded):
         assert query_all(c, "select count(*) from acct") == [(20,)]
     finally:
         c.close()
+
+
+def test_set_reading_a_global_is_a_session_statement(connect, direct):
+    via, node = both(connect, direct)
+    sql = "SET @mc = @@global.max_connections; select @mc > 0"
+    assert answers(via, sql) == answers(node, sql) == [("ok", 0), ("rows", [(1,)])]
+    assert answers(via, "SET GLOBAL max_connections = 1000")[0] == ("error", 1235)  # still refused
