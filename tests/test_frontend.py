@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddm.frontend import _SET_GLOBAL, _SET_STATEMENT, _metadata_statement
-from ddm_core.lexer import lex
+from ddm.frontend import _SET_STATEMENT, _metadata_statement, _sets_global
 
 
 @pytest.mark.parametrize("sql,is_global", [
@@ -19,7 +18,7 @@ from ddm_core.lexer import lex
     (b"SET SESSION sql_mode = ''", False),
 ])
 def test_set_global(sql: bytes, is_global: bool) -> None:
-    assert bool(_SET_GLOBAL.search(lex(sql).digest)) is is_global
+    assert _sets_global(sql) is is_global
 
 
 @pytest.mark.parametrize("sql,match", [
