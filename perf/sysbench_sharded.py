@@ -406,7 +406,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", nargs="+", default=list(WORKLOADS))
     p.add_argument("--sandbox-dir", help="reuse the sandbox running there (or start one there and keep it)")
     p.add_argument("--port", type=int, default=25310, help="first sandbox base port to try")
-    p.add_argument("--user", default="ddm_native", help="ddm user (ddm = caching_sha2_password)")
+    p.add_argument("--user", default="ddm_native",
+                   help="ddm user (ddm_native = ddm: mysql_native_password; ddm_sha2: caching_sha2_password)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cross-node-lock-wait", help="server.cross_node_lock_wait for this run (e.g. 0 = off, 2s)")
     return p.parse_args(argv)

@@ -44,6 +44,21 @@ def test_layout_ports_and_free_base() -> None:
         assert sb.find_free_base(busy, nodes=1, step=7) != busy
 
 
+def test_default_client_user_is_native_and_sha2_user_kept(tmp_path: os.PathLike[str]) -> None:
+    from ddm import config as config_mod
+
+    inst = sb.Instance(name="n0", node="n0", role="primary", port=3310, server_id=1, home=str(tmp_path),
+                       socket=os.path.join(str(tmp_path), "s.sock"))
+    box = sb.Sandbox(dir=str(tmp_path), instances=[inst])
+    assert (box.client_user, box.client_password) == ("ddm", "ddm")
+    cfg = config_mod.from_dict(sb.build_config(box, None))
+    # `ddm` (what README and the demo use) is native: libmariadb's clients (sysbench) race on loading the
+    # caching_sha2_password plugin when threads connect at once; ddm_sha2 keeps caching_sha2 for those who want it
+    assert {n: u.auth_plugin for n, u in cfg.users.items()} == {
+        "ddm": "mysql_native_password", "ddm_sha2": "caching_sha2_password", "ddm_native": "mysql_native_password"}
+    assert all(u.password == "ddm" for u in cfg.users.values())
+
+
 @pytest.fixture
 def box_dir(mariadb: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = str(tmp_path_factory.mktemp("sb1"))
@@ -64,7 +79,10 @@ def test_sandbox_replication_status_and_down(box_dir: str, capsys: pytest.Captur
     assert set(by_name) == {"n0", "n0r1"} and all(i["alive"] for i in by_name.values())
     assert by_name["n0"]["port"] == base and by_name["n0r1"]["role"] == "replica"
     assert st["listen"] == f"127.0.0.1:{base - 3}"
-    assert {u["name"] for u in st["users"]} == {"ddm", "ddm_native"}
+    # the default client user (first) is mysql_native_password; ddm_sha2 is the caching_sha2_password one
+    assert [(u["name"], u["auth_plugin"]) for u in st["users"]] == [
+        ("ddm", "mysql_native_password"), ("ddm_sha2", "caching_sha2_password"),
+        ("ddm_native", "mysql_native_password")]
 
     cfg = yaml.safe_load(open(st["config"]))
     assert cfg["nodes"]["n0"]["port"] == base

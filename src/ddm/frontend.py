@@ -30,7 +30,7 @@ from ddm.plan import PlanError
 from ddm.pool import PoolTimeout
 from ddm.resultset import column_definition, simple_resultset, text_resultset, text_row
 from ddm.session import COLLATIONS, Session, in_sync, set_names_for, synchronize
-from ddm_core.lexer import lex
+from ddm_core.lexer import T_COMMENT_EXEC, lex
 from ddm_core.packets import PacketTooLarge, err_packet, first_word, frame, ok_packet
 from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendCore
 
@@ -1062,6 +1062,15 @@ class ClientConnection(FrontendCore):
         threads.kill_statement(self, sql)  # ddm's thread ids: never passed to a node as written
         return True
 
+    def _stmt_database_ddl(self, sql: bytes) -> bool:
+        """CREATE / DROP DATABASE (SCHEMA) from a client: refused, in every session (see database_ddl_refusal)."""
+        message = database_ddl_refusal(sql)
+        if message is None:
+            return False
+        self._error(ER.NOT_SUPPORTED_YET, message)
+        self.command_done()
+        return True
+
     def _stmt_load(self, sql: bytes) -> bool:
         dbconf = self.session.dbconf
         if dbconf is None or not dbconf.tables or not _is_load_local(sql):
@@ -1074,6 +1083,10 @@ class ClientConnection(FrontendCore):
     # --- prepared statements ----------------------------------------------------------------------------------
     async def _com_stmt_prepare(self, payload: bytes) -> None:
         sql = payload[1:]
+        if first_word(sql) in (b"CREATE", b"DROP"):
+            refused = database_ddl_refusal(sql)
+            if refused is not None:
+                raise PlanError(ER.NOT_SUPPORTED_YET, refused)
         dbconf = self.session.dbconf
         if dbconf is not None and dbconf.tables:
             plan, lexed, prepared, node = await executor.prepare(self, sql)
@@ -1373,6 +1386,38 @@ def _is_load_local(sql: bytes) -> bool:
     return words[:1] == [b"LOAD"] and words[1:2] in ([b"DATA"], [b"XML"]) and b"LOCAL" in words[2:4]
 
 
+def database_ddl_refusal(sql: bytes) -> str | None:
+    """The error message for CREATE [OR REPLACE] / DROP {DATABASE | SCHEMA} [IF [NOT] EXISTS] name, None for any
+    other statement.
+
+    ddm's logical databases are its configuration: forwarded, CREATE DATABASE would make a database on one node that
+    ddm does not know (OK, then 1049 Unknown database on USE), DROP DATABASE would remove a configured database's
+    data and leave it configured. The message says how to add or remove one instead."""
+    lexed = lex(sql)
+    words = [lexed.text(i) for i in range(min(lexed.ntokens, 8)) if lexed.kind(i) != T_COMMENT_EXEC]
+    up = [w.upper() for w in words[:4]]
+    if not up or up[0] not in (b"CREATE", b"DROP"):
+        return None
+    i = 1
+    if up[0] == b"CREATE" and up[1:3] == [b"OR", b"REPLACE"]:
+        i = 3
+    if len(up) <= i or up[i] not in (b"DATABASE", b"SCHEMA"):
+        return None
+    rest = words[i + 1:]
+    while rest and rest[0].upper() in (b"IF", b"NOT", b"EXISTS"):
+        rest = rest[1:]
+    name = rest[0].strip(b"`").replace(b"``", b"`").decode("utf-8", "replace") if rest else "?"
+    what = f"{up[0].decode()} {up[i].decode()}"
+    if up[0] == b"CREATE":
+        how = (f"to add logical database '{name}', create its physical database on a data node, add it to the "
+               "`databases:` section of ddm's configuration file and run `ddm reload` (see docs/configuration.md)")
+    else:
+        how = (f"to remove logical database '{name}', delete it from the `databases:` section of ddm's configuration "
+               "file, run `ddm reload`, then drop its physical databases on the data nodes")
+    return (f"This version of ddm doesn't yet support '{what}' from a client: logical databases are defined in "
+            f"ddm's configuration; {how}")
+
+
 def _local_set(sql: bytes) -> tuple[str, object] | None:
     m = _SET_NAMES.match(sql)
     if m is not None:
@@ -1397,5 +1442,7 @@ LOCAL_STATEMENTS = {
     b"SHOW": ClientConnection._stmt_show,
     b"KILL": ClientConnection._stmt_kill,
     b"LOAD": ClientConnection._stmt_load,
+    b"CREATE": ClientConnection._stmt_database_ddl,
+    b"DROP": ClientConnection._stmt_database_ddl,
 }
 

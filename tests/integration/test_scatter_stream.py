@@ -42,8 +42,9 @@ def ddm_stream(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) ->
                  "password": sandbox.node_password} for n in ("n0", "n1")}
     d = start_ddm(tmp_path_factory.mktemp("stream-ddm"), ddm_config(free_port(), nodes, RULES), mode="subprocess")
     try:
+        for ds, node in enumerate(("n0", "n1")):  # ddm refuses CREATE DATABASE: made on the nodes
+            sb.run_sql(sandbox.primary(node), f"CREATE DATABASE IF NOT EXISTS stream_{ds}")
         with _connect(d.port) as c, c.cursor() as cur:
-            cur.execute(f"CREATE DATABASE IF NOT EXISTS {DB}")
             cur.execute("DROP TABLE IF EXISTS big")
             cur.execute("CREATE TABLE big (id BIGINT NOT NULL PRIMARY KEY, k INT NOT NULL, pad VARCHAR(1000))")
         for ds, node in enumerate(("n0", "n1")):

@@ -7,9 +7,10 @@ no run may report FATAL or ignored errors. Afterwards COUNT(*) and SUM(k) of eve
 equal the sum over its physical tables read directly from the nodes, and every row must be in the physical table
 ddm routes its id to.
 
-The sysbench user is `ddm_native` (mysql_native_password): sysbench's MariaDB Connector/C fails to load the
-caching_sha2_password client plugin when several threads connect at once ("Plugin caching_sha2_password could not
-be loaded: it is already loaded"), a client-side race unrelated to ddm.
+The sysbench user is `ddm_native` (mysql_native_password, as the sandbox's default `ddm`; not `ddm_sha2`):
+sysbench's MariaDB Connector/C fails to load the caching_sha2_password client plugin when several threads connect
+at once ("Plugin caching_sha2_password could not be loaded: it is already loaded"), a client-side race unrelated
+to ddm.
 """
 
 from __future__ import annotations
