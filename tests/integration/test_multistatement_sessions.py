@@ -179,3 +179,10 @@ def test_set_reading_a_global_is_a_session_statement(connect, direct):
     sql = "SET @mc = @@global.max_connections; select @mc > 0"
     assert answers(via, sql) == answers(node, sql) == [("ok", 0), ("rows", [(1,)])]
     assert answers(via, "SET GLOBAL max_connections = 1000")[0] == ("error", 1235)  # still refused
+
+
+def test_create_database_inside_a_multi_statement_is_refused(connect):
+    via = connect(**MULTI)
+    got = answers(via, "select 1; create database ms_never_made; select 2")
+    assert got == [("rows", [(1,)]), ("error", 1235)]
+    assert answers(via, "show databases like 'ms_never_made'") == [("rows", [])]
