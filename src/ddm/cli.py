@@ -1,4 +1,4 @@
-"""The `ddm` command: `ddm sandbox up|status|down`, plus admin commands registered by ddm.control.
+"""The `ddm` command: `ddm sandbox up|status|down`, `ddm route`, plus admin commands registered by ddm.control.
 
 Each subcommand sets `func(args) -> int` with `set_defaults`; `main` dispatches to it. Other modules add their
 subcommands through `add_subcommands(subparsers)` (see `build_parser`) so this file stays the single entry point.
@@ -82,11 +82,32 @@ def _add_sandbox(subparsers: Any) -> None:
     down.set_defaults(func=_sandbox_down)
 
 
+def _route(args: argparse.Namespace) -> int:
+    from ddm import route
+
+    return route.main_route(args.config, args.database, args.sql, as_json=args.json)
+
+
+def _add_route(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "route", help="show where statements would go (nodes, physical databases and tables) without running them",
+        description="Plan each SQL statement on logical database DB of the configuration FILE the way ddm-server "
+                    "does and print, per shard, the data node, physical database and rewritten SQL, what is sent "
+                    "to each node and how ddm merges the results. Nothing connects to a node. Exit 1 when a "
+                    "statement is refused.")
+    p.add_argument("--config", required=True, metavar="FILE", help="ddm configuration (e.g. .sandbox/ddm.yaml)")
+    p.add_argument("--database", "-D", required=True, metavar="DB", help="logical database the statements run in")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("sql", nargs="+", metavar="SQL", help="statements (one per argument)")
+    p.set_defaults(func=_route)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddm", description="ddm: MySQL-compatible sharding proxy tools")
     parser.add_argument("--version", action="version", version=f"ddm {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sandbox(subparsers)
+    _add_route(subparsers)
     # Admin commands (reload, status, ...) live with the server's control channel; registered when present.
     try:
         from ddm import control
