@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import struct
 
+from ddm.frontend import SPLIT_WORDS
 from ddm.multistatement import Reframer, needs_split, split
+from ddm_core.lexer import lex
 from ddm_core.packets import frame, ok_packet
 
 
@@ -30,15 +32,17 @@ def packets(data: bytes) -> list[tuple[int, bytes]]:
 
 def test_split_at_top_level_semicolons_only():
     sql = b"set @a = ';'; select 'x;y' /* ; */, `a;b` from t;; -- c;\n select 2 ;"
-    assert split(sql) == [b"set @a = ';'", b"select 'x;y' /* ; */, `a;b` from t", b"-- c;\n select 2"]
+    assert split(lex(sql)) == [b"set @a = ';'", b"select 'x;y' /* ; */, `a;b` from t", b"-- c;\n select 2"]
 
 
 def test_needs_split():
-    assert needs_split([b"select 1", b"select 2"], sharded=True)
-    assert not needs_split([b"select 1", b"insert into t values (1)"], sharded=False)
+    assert needs_split([b"select 1", b"select 2"], True, SPLIT_WORDS)
+    assert not needs_split([b"select 1", b"insert into t values (1)"], False, SPLIT_WORDS)
+    assert not needs_split([b"select 7", b"LOAD DATA LOCAL INFILE 'f' INTO TABLE t"], False, SPLIT_WORDS)
     for first in (b"SET @a = 1", b"use x", b"SHOW DATABASES", b"KILL 3", b"lock tables t write",
-                  b"create temporary table x (a int)", b"select database()", b"SELECT CONNECTION_ID() + 0"):
-        assert needs_split([b"select 1", first], sharded=False), first
+                  b"create temporary table x (a int)", b"select database()", b"SELECT CONNECTION_ID() + 0",
+                  b"/* a comment */ SET @a = 1", b"drop database x", b"alter table t add c int"):
+        assert needs_split([b"select 1", first], False, SPLIT_WORDS), first
 
 
 def test_reframer_renumbers_and_flags_more_results():

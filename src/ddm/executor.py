@@ -23,7 +23,15 @@ from ddm import idgen, lockwait, metadata, scatter
 from ddm.backend import BackendConnection, BackendError, NodeUnavailable
 from ddm.constants import er as ER
 from ddm.params import decode_params as _decode_params
-from ddm.plan import DatabasePlan, InsertPlan, Plan, PlanError, QueryPlan, UnsupportedPlan
+from ddm.plan import (
+    DatabasePlan,
+    InsertPlan,
+    Plan,
+    PlanError,
+    QueryPlan,
+    UnsupportedPlan,
+    database_ddl_refusal,
+)
 from ddm.plan_cache import PlanCache
 from ddm.planner import plan as make_plan
 from ddm.resultset import text_resultset
@@ -400,9 +408,8 @@ async def _finish_transaction(client: ClientConnection, stmt: bytes) -> None:
 async def _execute_plan(client: ClientConnection, plan: Plan, lexed, params, binary: bool, stmt=None) -> None:
     if type(plan) is UnsupportedPlan:
         raise plan.error()
-    if type(plan) is DatabasePlan:
-        await _database_plan(client, plan)
-        return
+    if type(plan) is DatabasePlan:  # the frontend refuses these before planning; never run on the nodes
+        raise PlanError(ER.NOT_SUPPORTED_YET, database_ddl_refusal(lexed.sql) or "CREATE/DROP DATABASE")
     keys = None
     if type(plan) is InsertPlan:
         need = keys_needed(plan, lexed, params)
@@ -474,28 +481,6 @@ async def _execute_prepared_unit(client: ClientConnection, unit, stmt) -> None:
     _settle_unit_conn(client, conn)
 
 
-async def _database_plan(client: ClientConnection, plan: DatabasePlan) -> None:
-    dbconf = client.config.databases.get(plan.name)
-    if dbconf is None:
-        raise PlanError(ER.NOT_SUPPORTED_YET, f"{plan.action} DATABASE '{plan.name}': only logical databases defined "
-                                              "in ddm's configuration can be created or dropped through ddm")
-    seen = set()
-    for ds in dbconf.datasources.values():
-        if (ds.node, ds.database) in seen:
-            continue
-        seen.add((ds.node, ds.database))
-        conn = await client._pool(ds.node).acquire()
-        try:
-            word = b"IF NOT EXISTS " if plan.action == "CREATE" else b"IF EXISTS "
-            await conn.query(plan.action.encode() + b" DATABASE " + (word if plan.if_exists else b"")
-                             + b"`" + ds.database.encode().replace(b"`", b"``") + b"`")
-        finally:
-            if plan.action == "DROP":
-                conn.db = None
-            conn.pool.release(conn)
-    _send_ok(client, 1 if plan.action == "CREATE" else 0, 0)
-
-
 async def prepare(client: ClientConnection, sql: bytes):
     """COM_STMT_PREPARE on a sharded database: plan it, prepare a representative physical statement on one shard
     for the metadata (parameter and column definitions) the client needs."""
@@ -504,7 +489,7 @@ async def prepare(client: ClientConnection, sql: bytes):
     if type(plan) is UnsupportedPlan:
         raise plan.error()
     if type(plan) is DatabasePlan:
-        raise PlanError(ER.NOT_SUPPORTED_YET, "CREATE/DROP DATABASE cannot be prepared through ddm")
+        raise PlanError(ER.NOT_SUPPORTED_YET, database_ddl_refusal(sql) or "CREATE/DROP DATABASE")
     if type(plan) is QueryPlan and plan.mode == 0:
         datasource, text = plan.datasource, sql
     else:

@@ -26,11 +26,11 @@ from ddm.constants import field_type as FT
 from ddm.constants import server_status as SS
 from ddm.infile import InfileRelay
 from ddm.params import ParamError
-from ddm.plan import PlanError
+from ddm.plan import PlanError, database_ddl_refusal
 from ddm.pool import PoolTimeout
 from ddm.resultset import column_definition, simple_resultset, text_resultset, text_row
 from ddm.session import COLLATIONS, Session, in_sync, set_names_for, synchronize
-from ddm_core.lexer import T_COMMENT_EXEC, lex
+from ddm_core.lexer import lex
 from ddm_core.packets import PacketTooLarge, err_packet, first_word, frame, ok_packet
 from ddm_core.protocol import KIND_FIELD_LIST, KIND_RESULT, KIND_ROWS, FrontendCore
 
@@ -783,9 +783,10 @@ class ClientConnection(FrontendCore):
     def _com_query(self, payload: bytes) -> None:
         sql = payload[1:]
         kw = first_word(sql)
-        if b";" in sql and self._multi is None and not executor.is_compound(kw, sql) \
-                and lex(sql).statement_count > 1 and self._multi_statement(sql):
-            return
+        if b";" in sql and self._multi is None and not executor.is_compound(kw, sql):
+            lexed = lex(sql)
+            if lexed.statement_count > 1 and self._multi_statement(lexed):
+                return
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
@@ -814,7 +815,7 @@ class ClientConnection(FrontendCore):
             return
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
 
-    def _multi_statement(self, sql: bytes) -> bool:
+    def _multi_statement(self, lexed) -> bool:
         """Several statements in one COM_QUERY: refused without CLIENT_MULTI_STATEMENTS, else answered statement
         by statement (ddm.multistatement) when one of them is ddm's to answer; False: the node runs it whole."""
         if not self.session.multi_statements:
@@ -823,9 +824,9 @@ class ClientConnection(FrontendCore):
                                         "on this connection (CLIENT_MULTI_STATEMENTS)")
             self.command_done()
             return True
-        statements = multistatement.split(sql)
+        statements = multistatement.split(lexed)
         dbconf = self.session.dbconf
-        if not multistatement.needs_split(statements, dbconf is not None and bool(dbconf.tables)):
+        if not multistatement.needs_split(statements, dbconf is not None and bool(dbconf.tables), SPLIT_WORDS):
             return False
         self._multi = self.loop.create_task(self._run_statements(statements))
         return True
@@ -837,40 +838,42 @@ class ClientConnection(FrontendCore):
         seq = 1
         try:
             for i, sql in enumerate(statements):
-                done = self.loop.create_future()
                 out = multistatement.Reframer(real, seq)
-                self.transport = out
-                self.command_done = lambda d=done: d.done() or d.set_result(None)  # noqa: E731 (this piece only)
-                self.no_pipe = True  # its answer comes through `out`, not on a shared connection
-                self.raw = None
-                try:
-                    payload = b"\x03" + sql
-                    try:
-                        if _is_load_local(sql):
-                            # the node's file request would wait for a file the client sends between results
-                            self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'LOAD DATA "
-                                                              "LOCAL INFILE inside a multi-statement'")
-                            self.command_done()
-                        elif not ((self.diag_conn is not None or self.diag_rerun is not None)
-                                  and self._diagnostics(payload)):
-                            self.payload = payload
-                            self._com_query(payload)
-                    except Exception as exc:  # as in on_command: the client gets an error, the worker goes on
-                        log.exception("internal error serving %s", self.peer)
-                        self._error(ER.UNKNOWN_ERROR, f"ddm internal error: {type(exc).__name__}: {exc}")
-                        self.command_done()
-                    await done
-                finally:
-                    self.transport = real
-                    del self.command_done
-                    self.no_pipe = False
-                ok = out.finish(more=i + 1 < len(statements))
-                seq = out.seq
-                if not ok or self.phase == PH_CLOSED:
+                await self._answer_through(out, sql)
+                if not out.finish(more=i + 1 < len(statements)) or self.phase == PH_CLOSED:
                     break
+                seq = out.seq
         finally:
             self._multi = None
         self.command_done()
+
+    async def _answer_through(self, out: multistatement.Reframer, sql: bytes) -> None:
+        """Answer one statement of a multi-statement with `out` as the client's transport, until its command_done."""
+        real, done = self.transport, self.loop.create_future()
+        self.transport = out
+        self.command_done = lambda: done.done() or done.set_result(None)  # noqa: E731 (this statement only)
+        self.no_pipe = True  # its answer comes through `out`, not on a shared connection
+        self.raw = None
+        payload = b"\x03" + sql
+        try:
+            if _is_load_local(sql):
+                # the node's file request would wait for a file the client sends between results
+                self._error(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'LOAD DATA LOCAL INFILE "
+                                                  "inside a multi-statement'")
+                self.command_done()
+            elif not ((self.diag_conn is not None or self.diag_rerun is not None) and self._diagnostics(payload)):
+                self.payload = payload
+                self._com_query(payload)
+        except Exception as exc:  # as in on_command: the client gets an error, the worker goes on
+            log.exception("internal error serving %s", self.peer)
+            self._error(ER.UNKNOWN_ERROR, f"ddm internal error: {type(exc).__name__}: {exc}")
+            self.command_done()
+        try:
+            await done
+        finally:
+            self.transport = real
+            del self.command_done
+            self.no_pipe = False
 
     def _sharded_query(self, sql: bytes) -> None:
         route, lexed, bound = executor.fast_units(self, sql)
@@ -1386,38 +1389,6 @@ def _is_load_local(sql: bytes) -> bool:
     return words[:1] == [b"LOAD"] and words[1:2] in ([b"DATA"], [b"XML"]) and b"LOCAL" in words[2:4]
 
 
-def database_ddl_refusal(sql: bytes) -> str | None:
-    """The error message for CREATE [OR REPLACE] / DROP {DATABASE | SCHEMA} [IF [NOT] EXISTS] name, None for any
-    other statement.
-
-    ddm's logical databases are its configuration: forwarded, CREATE DATABASE would make a database on one node that
-    ddm does not know (OK, then 1049 Unknown database on USE), DROP DATABASE would remove a configured database's
-    data and leave it configured. The message says how to add or remove one instead."""
-    lexed = lex(sql)
-    words = [lexed.text(i) for i in range(min(lexed.ntokens, 8)) if lexed.kind(i) != T_COMMENT_EXEC]
-    up = [w.upper() for w in words[:4]]
-    if not up or up[0] not in (b"CREATE", b"DROP"):
-        return None
-    i = 1
-    if up[0] == b"CREATE" and up[1:3] == [b"OR", b"REPLACE"]:
-        i = 3
-    if len(up) <= i or up[i] not in (b"DATABASE", b"SCHEMA"):
-        return None
-    rest = words[i + 1:]
-    while rest and rest[0].upper() in (b"IF", b"NOT", b"EXISTS"):
-        rest = rest[1:]
-    name = rest[0].strip(b"`").replace(b"``", b"`").decode("utf-8", "replace") if rest else "?"
-    what = f"{up[0].decode()} {up[i].decode()}"
-    if up[0] == b"CREATE":
-        how = (f"to add logical database '{name}', create its physical database on a data node, add it to the "
-               "`databases:` section of ddm's configuration file and run `ddm reload` (see docs/configuration.md)")
-    else:
-        how = (f"to remove logical database '{name}', delete it from the `databases:` section of ddm's configuration "
-               "file, run `ddm reload`, then drop its physical databases on the data nodes")
-    return (f"This version of ddm doesn't yet support '{what}' from a client: logical databases are defined in "
-            f"ddm's configuration; {how}")
-
-
 def _local_set(sql: bytes) -> tuple[str, object] | None:
     m = _SET_NAMES.match(sql)
     if m is not None:
@@ -1445,4 +1416,8 @@ LOCAL_STATEMENTS = {
     b"CREATE": ClientConnection._stmt_database_ddl,
     b"DROP": ClientConnection._stmt_database_ddl,
 }
+
+# first words a multi-statement is cut into single statements for (ddm.multistatement): the statements ddm answers
+# or tracks itself, and DDL; LOAD DATA LOCAL on a pass-through database goes to the node with the rest
+SPLIT_WORDS = (frozenset(LOCAL_STATEMENTS) - {b"LOAD"}) | STICKY_KEYWORDS | {b"ALTER", b"RENAME", b"TRUNCATE"}
 

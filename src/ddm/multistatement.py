@@ -18,14 +18,11 @@ import re
 from typing import Protocol
 
 from ddm.constants import server_status as SS
-from ddm_core.lexer import T_PUNCT, lex
+from ddm_core.lexer import T_PUNCT, Lexed
+from ddm_core.packets import first_word
 
-# first words of statements ddm answers or tracks itself (ddm.frontend.LOCAL_STATEMENTS and STICKY_KEYWORDS) and
-# DDL (refusals, statement caches); LOAD DATA LOCAL on a pass-through database goes to the node with the rest
-LOCAL_WORDS = frozenset((b"USE", b"SET", b"SHOW", b"KILL", b"LOCK", b"UNLOCK", b"CREATE", b"DROP",
-                         b"ALTER", b"RENAME", b"TRUNCATE"))
 # SELECTs ddm answers itself when they are the whole statement
-_LOCAL_SELECT = re.compile(rb"^\s*SELECT\s+(?:DATABASE|SCHEMA|CONNECTION_ID|LAST_INSERT_ID|FOUND_ROWS)\s*\(", re.I)
+_LOCAL_SELECT = re.compile(rb"\bSELECT\s+(?:DATABASE|SCHEMA|CONNECTION_ID|LAST_INSERT_ID|FOUND_ROWS)\s*\(", re.I)
 
 
 class Transport(Protocol):
@@ -37,9 +34,9 @@ class Transport(Protocol):
     def resume_reading(self) -> None: ...
 
 
-def split(sql: bytes) -> list[bytes]:
-    """The statements of a multi-statement text (cut at top-level `;`, empty statements dropped)."""
-    lexed = lex(sql)
+def split(lexed: Lexed) -> list[bytes]:
+    """The statements of a lexed multi-statement text (cut at top-level `;`, empty statements dropped)."""
+    sql = lexed.sql
     out = []
     start = 0
     for i in range(lexed.ntokens):
@@ -54,13 +51,15 @@ def split(sql: bytes) -> list[bytes]:
     return out
 
 
-def needs_split(statements: list[bytes], sharded: bool) -> bool:
-    """Whether the text must be answered statement by statement (else the node runs it whole)."""
+def needs_split(statements: list[bytes], sharded: bool, local_words: frozenset[bytes]) -> bool:
+    """Whether the text must be answered statement by statement (else the node runs it whole): on a sharded
+    database, or when a statement's first word (as the COM_QUERY dispatch reads it) is one of `local_words`, the
+    statements ddm answers or tracks itself, or it is a SELECT ddm answers itself."""
     if sharded:
         return True
     for s in statements:
-        word = s.split(None, 1)[0].upper() if s.split(None, 1) else b""
-        if word in LOCAL_WORDS or (word == b"SELECT" and _LOCAL_SELECT.match(s)):
+        word = first_word(s)
+        if word in local_words or (word == b"SELECT" and _LOCAL_SELECT.search(s)):
             return True
     return False
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ddm.constants import er
+from ddm_core.lexer import T_COMMENT_EXEC, lex
 
 if TYPE_CHECKING:
     from ddm.config import TableRule
@@ -358,3 +359,34 @@ _POINT: Callable[[QueryPlan], Any] | None = None
 def unsupported(message: str, code: int = er.NOT_SUPPORTED_YET) -> UnsupportedPlan:
     return UnsupportedPlan(code, message)
 
+
+def database_ddl_refusal(sql: bytes) -> str | None:
+    """The error message for CREATE [OR REPLACE] / DROP {DATABASE | SCHEMA} [IF [NOT] EXISTS] name, None for any
+    other statement.
+
+    ddm's logical databases are its configuration: forwarded, CREATE DATABASE would make a database on one node that
+    ddm does not know (OK, then 1049 Unknown database on USE), DROP DATABASE would remove a configured database's
+    data and leave it configured. The message says how to add or remove one instead."""
+    lexed = lex(sql)
+    words = [lexed.text(i) for i in range(min(lexed.ntokens, 8)) if lexed.kind(i) != T_COMMENT_EXEC]
+    up = [w.upper() for w in words[:4]]
+    if not up or up[0] not in (b"CREATE", b"DROP"):
+        return None
+    i = 1
+    if up[0] == b"CREATE" and up[1:3] == [b"OR", b"REPLACE"]:
+        i = 3
+    if len(up) <= i or up[i] not in (b"DATABASE", b"SCHEMA"):
+        return None
+    rest = words[i + 1:]
+    while rest and rest[0].upper() in (b"IF", b"NOT", b"EXISTS"):
+        rest = rest[1:]
+    name = rest[0].strip(b"`").replace(b"``", b"`").decode("utf-8", "replace") if rest else "?"
+    what = f"{up[0].decode()} {up[i].decode()}"
+    if up[0] == b"CREATE":
+        how = (f"to add logical database '{name}', create its physical database on a data node, add it to the "
+               "`databases:` section of ddm's configuration file and run `ddm reload` (see docs/configuration.md)")
+    else:
+        how = (f"to remove logical database '{name}', delete it from the `databases:` section of ddm's configuration "
+               "file, run `ddm reload`, then drop its physical databases on the data nodes")
+    return (f"This version of ddm doesn't yet support '{what}' from a client: logical databases are defined in "
+            f"ddm's configuration; {how}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from ddm import scatter
 from ddm.config import Config
-from ddm.plan import DatabasePlan, InsertPlan, MergeDesc, PlanError, UnsupportedPlan
+from ddm.plan import InsertPlan, MergeDesc, PlanError, UnsupportedPlan, database_ddl_refusal
 from ddm.planner import plan as make_plan
 from ddm.rewrite import keys_needed
 from ddm_core.lexer import lex
@@ -69,8 +69,6 @@ def preview(cfg: Config, database: str, sql: str | bytes) -> Route:
     kw = lexed.first_keyword
 
     # the frontend's own check: the preview says what a client gets
-    from ddm.frontend import database_ddl_refusal
-
     refused = database_ddl_refusal(raw) if kw in (b"CREATE", b"DROP") else None
     if refused is not None:
         route.error = (1235, refused)
@@ -96,8 +94,6 @@ def preview(cfg: Config, database: str, sql: str | bytes) -> Route:
         plan = make_plan(lexed, dbconf, raw)
         if type(plan) is UnsupportedPlan:
             raise plan.error()
-        if type(plan) is DatabasePlan:  # (the frontend refuses these first; kept for a complete answer)
-            raise PlanError(1235, f"{plan.action} DATABASE is not run through ddm")
         if type(plan) is InsertPlan and keys_needed(plan, lexed):
             gen = plan.rule.key_generator
             column = gen.column if gen is not None else plan.column

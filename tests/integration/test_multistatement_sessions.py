@@ -181,8 +181,9 @@ def test_set_reading_a_global_is_a_session_statement(connect, direct):
     assert answers(via, "SET GLOBAL max_connections = 1000")[0] == ("error", 1235)  # still refused
 
 
-def test_create_database_inside_a_multi_statement_is_refused(connect):
+def test_create_database_inside_a_multi_statement_is_refused(connect, direct):
     via = connect(**MULTI)
     got = answers(via, "select 1; create database ms_never_made; select 2")
     assert got == [("rows", [(1,)]), ("error", 1235)]
-    assert answers(via, "show databases like 'ms_never_made'") == [("rows", [])]
+    # on the node itself: ddm's SHOW DATABASES lists its configuration, not what the node holds
+    assert query_all(direct("sbtest"), "show databases like 'ms_never_made'") == []
