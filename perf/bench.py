@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -181,7 +181,7 @@ class DdmServer:
     def __init__(self, config: str, workers: int, port: int, log_path: str) -> None:
         exe = shutil.which("ddm-server", path=os.pathsep.join([str(Path(sys.executable).parent),
                                                                  os.environ.get("PATH", "")]))
-        cmd = [exe] if exe else [sys.executable, "-m", "ddm.server_main"]
+        cmd = [exe] if exe else [sys.executable, "-m", "ddm.process.server_main"]
         cmd += ["--config", config, "--workers", str(workers)]
         if sb.port_in_use(port):
             raise RuntimeError(f"port {port} (ddm listen) is already in use: stop the other ddm-server first")

@@ -17,10 +17,11 @@ import timeit
 from pathlib import Path
 from types import SimpleNamespace as NS
 
-from ddm import executor, planner
-from ddm.config import load_text
-from ddm.params import decode_params
-from ddm.plan_cache import PlanCache
+from ddm.config.model import load_text
+from ddm.execute import executor
+from ddm.sharding import planner
+from ddm.sharding.plan_cache import PlanCache
+from ddm.wire.params import decode_params
 from ddm_core.lexer import lex
 
 RULES = Path(__file__).resolve().parents[1] / "examples" / "rules" / "sbtest-4x8.yaml"

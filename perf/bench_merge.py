@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ddm.constants import field_type as FT
-from ddm.rowcodec import ColumnDef, MergeSpec, lenenc_str
+from ddm.wire.constants import field_type as FT
+from ddm.wire.rowcodec import ColumnDef, MergeSpec, lenenc_str
 
 COLS = [ColumnDef("id", FT.LONG), ColumnDef("k", FT.LONG), ColumnDef("c", FT.STRING, charset=45),
         ColumnDef("pad", FT.STRING, charset=45)]

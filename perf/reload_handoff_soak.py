@@ -79,7 +79,7 @@ def free_port() -> int:
 
 def control(path: str, msg: dict, timeout: float = 60.0) -> dict:
     sys.path.insert(0, str(SRC))
-    from ddm import control as ctl
+    from ddm.process import control as ctl
 
     return ctl.request(path, msg, timeout=timeout)
 
@@ -118,7 +118,7 @@ class Soak:
     # --- server ---------------------------------------------------------------------------------------------
     def _spawn(self, *extra: str) -> subprocess.Popen:
         log = open(self.workdir / f"ddm-server-{len(self.procs)}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", "ddm.server_main", "--config", str(self.config_path), *extra],
+        p = subprocess.Popen([sys.executable, "-m", "ddm.process.server_main", "--config", str(self.config_path), *extra],
                              stdout=log, stderr=log, env={**os.environ, "PYTHONPATH": str(SRC)})
         self.procs.append(p)
         return p

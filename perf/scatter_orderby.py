@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (perf/bench.py: sandbox + ddm-server helpers)
 
-from ddm import sandbox as sb  # noqa: E402
+from ddm.tools import sandbox as sb  # noqa: E402
 
 
 def rss_kb(pid: int) -> int:

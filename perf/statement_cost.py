@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (perf/bench.py: sandbox + ddm-server helpers)
 
-from ddm import sandbox as sb  # noqa: E402
+from ddm.tools import sandbox as sb  # noqa: E402
 
 STATEMENTS = [
     ("point select", "SELECT c FROM sbtest1 WHERE id={a}"),
@@ -53,7 +53,7 @@ class Server:
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = src
-        cmd = [sys.executable, "-m", "ddm.server_main", "--config", config, "--workers", "1"]
+        cmd = [sys.executable, "-m", "ddm.process.server_main", "--config", config, "--workers", "1"]
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      start_new_session=True)

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from ddm import sandbox as sb  # noqa: E402
+from ddm.tools import sandbox as sb  # noqa: E402
 
 LAYOUTS = {  # name -> (rules file, logical database)
     "4x8": (ROOT / "examples/rules/sbtest-4x8.yaml", "sbtest"),
@@ -86,7 +86,7 @@ def _ddm_server_cmd() -> list[str]:
         return [str(exe)]
     if shutil.which("ddm-server"):
         return ["ddm-server"]
-    return [sys.executable, "-m", "ddm.server_main"]
+    return [sys.executable, "-m", "ddm.process.server_main"]
 
 
 def _wait_greeting(port: int, timeout: float, proc: subprocess.Popen) -> bool:
@@ -266,8 +266,8 @@ def _node_conn(env: Env, node: str):
 def check_data(env: Env, db: str, tables: int) -> list[str]:
     """COUNT(*)/SUM(k) of each logical table through ddm vs the sum over its physical tables, and every physical
     row in the table ddm routes its id to. Returns the problems found."""
-    from ddm import config as config_mod
-    from ddm import routing
+    from ddm.config import model as config_mod
+    from ddm.sharding import routing
 
     cfg = config_mod.load(env.box.config_path)
     dbconf = cfg.databases[db]

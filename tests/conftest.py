@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ddm import sandbox
+from ddm.tools import sandbox
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

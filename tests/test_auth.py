@@ -1,4 +1,4 @@
-"""ddm.auth: scrambles and RSA exchange against PyMySQL's implementations, the documented server flows driven by
+"""ddm.wire.auth: scrambles and RSA exchange against PyMySQL's implementations, the documented server flows driven by
 a real PyMySQL client, and (when mariadbd is installed) the client scramble against a real MariaDB server."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymysql import _auth as pyauth
 
-from ddm import auth, tls
+from ddm.wire import auth, tls
 
 scrambles = st.binary(min_size=20, max_size=20).filter(lambda s: b"\0" not in s)
 passwords = st.binary(min_size=0, max_size=64)

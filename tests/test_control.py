@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ddm import control
+from ddm.process import control
 from test_master import SRC, Client, ask, server_factory
 
 
@@ -49,7 +49,7 @@ def test_unreachable_server_is_exit_2(tmp_path, capsys):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ddm.control", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ddm.process.control", *args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(SRC)}, timeout=60)
 
 

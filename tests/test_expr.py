@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ddm.expr import MAX_EXPANSION, ExprError, expand, is_expression
+from ddm.config.expr import MAX_EXPANSION, ExprError, expand, is_expression
 
 
 def test_cartesian_product_groups_by_first_segment() -> None:

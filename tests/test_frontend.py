@@ -1,10 +1,10 @@
-"""Pure helpers of ddm.frontend: which statements are session SETs, which need logical metadata names."""
+"""Pure helpers of ddm.frontend.connection: which statements are session SETs, which need logical metadata names."""
 
 from __future__ import annotations
 
 import pytest
 
-from ddm.frontend import _SET_STATEMENT, _metadata_statement, _sets_global
+from ddm.frontend.connection import _SET_STATEMENT, _metadata_statement, _sets_global
 
 
 @pytest.mark.parametrize("sql,is_global", [
@@ -50,7 +50,7 @@ def test_metadata_statement(kw: bytes, sql: bytes, wanted: bool) -> None:
 
 
 def test_sets_global_only_for_global_targets():
-    from ddm.frontend import _sets_global
+    from ddm.frontend.connection import _sets_global
 
     assert _sets_global(b"SET GLOBAL max_connections = 10")
     assert _sets_global(b"set @@global.x = 1")

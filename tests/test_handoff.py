@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ddm import handoff
+from ddm.process import handoff
 from test_master import Client, Proc, ask, server_factory
 
 
@@ -116,7 +116,7 @@ def _gone(pid: int) -> bool:
 
 
 def _wait_master(ctl: str, not_pid: int, timeout: float = 20) -> dict:
-    from ddm import control
+    from ddm.process import control
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,8 +10,8 @@ from types import MappingProxyType
 
 import pytest
 
-from ddm.config import KeyGenerator
-from ddm.idgen import (
+from ddm.config.model import KeyGenerator
+from ddm.sharding.idgen import (
     DEFAULT_EPOCH_MS,
     MAX_WAIT_BACKWARDS_MS,
     SegmentAllocator,

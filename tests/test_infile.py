@@ -1,8 +1,8 @@
-"""ddm.infile.InfileRelay against fake transports: sequence ids, the end of the file, backpressure, a lost side."""
+"""ddm.execute.infile.InfileRelay against fake transports: sequence ids, the end of the file, backpressure, a lost side."""
 
 from types import SimpleNamespace
 
-from ddm import infile
+from ddm.execute import infile
 from ddm_core import packets as P
 
 

@@ -29,13 +29,13 @@ TESTS = ROOT / "tests"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-from ddm import config as config_mod  # noqa: E402
-from ddm import control, logs, master, worker  # noqa: E402
+from ddm.config import model as config_mod  # noqa: E402
+from ddm.process import control, logs, master, worker  # noqa: E402
 
 
 # --- stand-ins (child processes only) ---------------------------------------------------------------------------
 class EchoServer:
-    """Stand-in for ddm.server.Server: a line echo server with the same lifecycle methods."""
+    """Stand-in for ddm.process.server.Server: a line echo server with the same lifecycle methods."""
 
     def __init__(self, config, worker_id: int = 0) -> None:
         self.config = config
@@ -90,7 +90,7 @@ class EchoServer:
         while self.clients and time.monotonic() < deadline:
             now = time.monotonic()
             for w in list(self.clients):
-                # like ddm.server.Server.drain: idle, and not just accepted (a per-request client is about to
+                # like ddm.process.server.Server.drain: idle, and not just accepted (a per-request client is about to
                 # send its request and will leave by itself)
                 if w not in self.busy and now - self.accepted.get(w, 0.0) > 1.0:
                     w.close()
@@ -108,7 +108,7 @@ class EchoServer:
 
 
 def standin_load(path: str):
-    """A minimal loader for the server section, used only while ddm.config.load is not implemented yet."""
+    """A minimal loader for the server section, used only while ddm.config.model.load is not implemented yet."""
     import yaml
 
     with open(path, encoding="utf-8") as f:
@@ -137,19 +137,19 @@ def launch(argv: list[str]) -> int:
     """Child-process entry: install the stand-ins, then run the real ddm-server main."""
     import types
 
-    mod = types.ModuleType("ddm.server")
+    mod = types.ModuleType("ddm.process.server")
     mod.Server = EchoServer  # type: ignore[attr-defined]
-    sys.modules["ddm.server"] = mod
+    sys.modules["ddm.process.server"] = mod
     import ddm
 
-    ddm.server = mod  # type: ignore[attr-defined]
+    ddm.process.server = mod  # type: ignore[attr-defined]
     try:
         config_mod.load(argv[argv.index("--config") + 1] if "--config" in argv else "")
     except NotImplementedError:
         config_mod.load = standin_load
     except Exception:
         pass  # the real loader exists; let ddm-server report
-    from ddm import server_main
+    from ddm.process import server_main
 
     return server_main.main(argv)
 

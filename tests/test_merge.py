@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddm._py import merge as pymerge
-from ddm.constants import field_type as FT
-from ddm.resultset import column_definition
-from ddm.rowcodec import (
+from ddm.wire.constants import field_type as FT
+from ddm.wire.resultset import column_definition
+from ddm.wire.rowcodec import (
     ColumnDef,
     MergeSpec,
     decode_value,
@@ -332,7 +332,7 @@ def test_aggregates_text_and_binary(impl: Any) -> None:
 
 
 def _split(row: bytes, cols: list[ColumnDef], binary: bool) -> list[bytes | None]:
-    from ddm.rowcodec import binary_wire, split_binary_row, split_text_row
+    from ddm.wire.rowcodec import binary_wire, split_binary_row, split_text_row
     return split_binary_row(row, [binary_wire(c) for c in cols]) if binary else split_text_row(row, len(cols))
 
 

@@ -1,4 +1,4 @@
-"""ddm.metadata against a fake client whose data sources answer from canned physical metadata.
+"""ddm.execute.metadata against a fake client whose data sources answer from canned physical metadata.
 
 LIKE/WHERE filters (which ddm sends back to a data source as a derived table) are evaluated with sqlite3 here."""
 
@@ -11,14 +11,14 @@ import struct
 
 import pytest
 
-from ddm import config as config_mod
-from ddm import metadata
-from ddm.backend import BackendError, Result
-from ddm.constants import field_type as FT
-from ddm.plan import PlanError
-from ddm.resultset import column_definition, text_row
-from ddm.rowcodec import ColumnDef, read_lenenc, split_text_row
-from ddm.session import Session
+from ddm.config import model as config_mod
+from ddm.execute import metadata
+from ddm.sharding.plan import PlanError
+from ddm.wire.backend import BackendError, Result
+from ddm.wire.constants import field_type as FT
+from ddm.wire.resultset import column_definition, text_row
+from ddm.wire.rowcodec import ColumnDef, read_lenenc, split_text_row
+from ddm.wire.session import Session
 from ddm_core.lexer import lex
 
 CONFIG = """
@@ -166,19 +166,19 @@ class FakeClient:
         self.log: list = []
         self.pools = {n: FakePool(n, self.log) for n in self.config.nodes}
 
-    def _pool(self, node):
+    def pool_for(self, node):
         return self.pools[node]
 
-    def _status(self) -> int:
+    def status_flags(self) -> int:
         return 2
 
-    def _give_back(self, conn, dirty=False) -> None:
+    def give_back(self, conn, dirty=False) -> None:
         conn.pool.release(conn)
 
-    def _check_db(self, db):
+    def check_db(self, db):
         return None if db in self.config.databases else (1049, f"Unknown database '{db}'")
 
-    def _send(self, payload: bytes, seq: int) -> None:
+    def send_packet(self, payload: bytes, seq: int) -> None:
         self.transport.data += struct.pack("<I", len(payload))[:3] + bytes([seq]) + payload
 
 
@@ -202,7 +202,12 @@ def parse_resultset(data: bytes) -> tuple[list[str], list[list[str | None]]]:
 
 def run(sql: str, db: str = "shop") -> tuple[bool, FakeClient]:
     client = FakeClient(db)
-    done = asyncio.run(metadata.answer(client, lex(sql.encode()), sql.encode()))
+
+    async def run_query(rewritten: bytes) -> None:  # what the executor would run (DATABASE() next to tables)
+        client.rerun.append(rewritten)
+
+    client.rerun = []
+    done = asyncio.run(metadata.answer(client, lex(sql.encode()), sql.encode(), run_query))
     assert all(p.out == 0 for p in client.pools.values()), "a connection was not given back"
     return done, client
 
@@ -324,20 +329,12 @@ def test_select_not_metadata():
     assert run("SELECT database_name FROM orders")[0] is False
 
 
-def test_database_next_to_tables_is_run_with_the_logical_name(monkeypatch):
+def test_database_next_to_tables_is_run_with_the_logical_name():
     """Found by the corpus differential run: `SELECT DATABASE(), COUNT(*) FROM users` answered the physical
     database of a shard (usr10_0) instead of the logical one; now the executor runs it with the name inlined."""
-    from ddm import executor
-
-    ran = []
-
-    async def run_query(client, sql, lexed=None, bound=None):
-        ran.append(sql)
-
-    monkeypatch.setattr(executor, "run_query", run_query)
-    done, _ = run("SELECT DATABASE(), COUNT(*) FROM orders WHERE note <> schema()")
+    done, client = run("SELECT DATABASE(), COUNT(*) FROM orders WHERE note <> schema()")
     assert done
-    assert ran == [b"SELECT 'shop' AS `DATABASE()`, COUNT(*) FROM orders WHERE note <> 'shop'"]
+    assert client.rerun == [b"SELECT 'shop' AS `DATABASE()`, COUNT(*) FROM orders WHERE note <> 'shop'"]
 
 
 def test_information_schema_is_rewritten_to_a_mapping_derived_table():

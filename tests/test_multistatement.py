@@ -1,11 +1,11 @@
-"""ddm.multistatement: cutting a multi-statement text, and the reframing of each statement's answer."""
+"""ddm.frontend.multistatement: cutting a multi-statement text, and the reframing of each statement's answer."""
 
 from __future__ import annotations
 
 import struct
 
-from ddm.frontend import SPLIT_WORDS
-from ddm.multistatement import Reframer, needs_split, split
+from ddm.frontend.connection import SPLIT_WORDS
+from ddm.frontend.multistatement import Reframer, needs_split, split
 from ddm_core.lexer import lex
 from ddm_core.packets import frame, ok_packet
 

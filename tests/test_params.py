@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ddm.constants import field_type as FT
-from ddm.params import ParamError, decode_params
+from ddm.wire.constants import field_type as FT
+from ddm.wire.params import ParamError, decode_params
 from ddm_core.packets import lenenc_str
 
 

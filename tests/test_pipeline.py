@@ -1,4 +1,4 @@
-"""ddm.pipeline without a data node: the statement verdict, the configuration, and a Pipe's ordering and failure
+"""ddm.execute.pipeline without a data node: the statement verdict, the configuration, and a Pipe's ordering and failure
 handling over a BackendConnection fed node responses by hand."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddm import pipeline
-from ddm.backend import BackendConnection
-from ddm.config import ConfigError, PipelineConfig, PoolConfig, from_dict
-from ddm.constants import er as ER
-from ddm.frontend import ClientConnection, ClientStatement
-from ddm.pipeline import Pipe, Pipelines, _Group, pipelinable
-from ddm.resultset import simple_resultset
+from ddm.config.model import ConfigError, PipelineConfig, PoolConfig, from_dict
+from ddm.execute import pipeline
+from ddm.execute.pipeline import Pipe, Pipelines, _Group, pipelinable
+from ddm.frontend.connection import ClientConnection, ClientStatement
+from ddm.wire.backend import BackendConnection
+from ddm.wire.constants import er as ER
+from ddm.wire.resultset import simple_resultset
 from ddm_core.packets import err_packet, frame, parse_err
 
 
@@ -132,8 +132,8 @@ class FakeClient:
         self.name = name
         self.transport = Sink()
         self.phase = 2  # PH_COMMAND
-        self._piped = None
-        self._paused_backend = None
+        self.piped = None
+        self.paused_backend = None
         self.done = 0
         self.errors: list[int] = []
         self.closed = False
@@ -159,7 +159,7 @@ class FakeClient:
     def keep_diagnostics(self, conn, rerun=None) -> None:
         self.diagnostics.append(rerun)
 
-    def _error(self, code: int, message: str, seq: int = 1) -> None:
+    def send_error(self, code: int, message: str, seq: int = 1) -> None:
         self.errors.append(code)
         self.transport.write(frame(err_packet(code, b"HY000", message.encode()), seq))
 
@@ -217,7 +217,7 @@ def test_responses_in_order_across_chunks(pipe: Pipe) -> None:
     assert clients[2].transport.data == _rs("c2")
     assert clients[3].transport.data == _rs("c3")
     assert [c.done for c in clients] == [1, 1, 1, 1]
-    assert not pipe.queue and not pipe.dead and all(c._piped is None for c in clients)
+    assert not pipe.queue and not pipe.dead and all(c.piped is None for c in clients)
 
 
 def test_every_split_point(pipe: Pipe) -> None:
@@ -265,7 +265,7 @@ def test_clients_behind_a_slow_head_are_rerun_and_their_responses_dropped(pipe: 
         assert pipe.submit(x, b"q")
     assert pipe.watch is not None  # armed when the first client queued behind the head
     pipe.owner.loop.run_until_complete(asyncio.sleep(0.03))
-    assert (a.reruns, b.reruns) == (0, 1) and b._piped is None and a._piped is pipe
+    assert (a.reruns, b.reruns) == (0, 1) and b.piped is None and a.piped is pipe
     assert pipe.owner.counters["rescued"] == 1 and pipe.watch is None
     assert not pipe.has_room()  # the head is still slow: new statements take the normal path
     pipe.head_started = pipe.owner.loop.time()
@@ -281,9 +281,9 @@ def test_kill_of_the_head_isolates_it_and_of_a_queued_client_interrupts_it(pipe:
     for x in (a, b, c):
         pipe.submit(x, b"q")
     pipe.prepare_kill(c, query_only=True)  # queued: answered as interrupted, its place dropped
-    assert c.errors == [ER.QUERY_INTERRUPTED] and c.done == 1 and c._piped is None
+    assert c.errors == [ER.QUERY_INTERRUPTED] and c.done == 1 and c.piped is None
     pipe.prepare_kill(a, query_only=True)  # running: the others move, the pipe takes nothing more
-    assert b.reruns == 1 and b._piped is None and a._piped is pipe
+    assert b.reruns == 1 and b.piped is None and a.piped is pipe
     assert pipe.closing and pipe not in pipe.group.pipes and not pipe.dead
     pipe.conn.data_received(_err(b"Query execution was interrupted") + _rs("b") + _rs("c"))
     assert a.transport.data == _err(b"Query execution was interrupted") and a.done == 1
@@ -296,9 +296,9 @@ def test_paused_head_is_resumed_when_its_response_ends(pipe: Pipe) -> None:
     pipe.submit(a, b"q")
     pipe.submit(b, b"q")
     pipe.conn.transport.pause_reading()
-    a._paused_backend = pipe.conn
+    a.paused_backend = pipe.conn
     pipe.conn.data_received(_rs("a"))
-    assert not pipe.conn.transport.paused and a._paused_backend is None
+    assert not pipe.conn.transport.paused and a.paused_backend is None
 
 
 def test_connection_lost(pipe: Pipe) -> None:
@@ -379,7 +379,7 @@ def test_submit_refuses_clients_with_state(pipe: Pipe) -> None:
     assert owner.counters["refused_statement"] == 1
     assert not owner.submit(c, "n1", b"db", b"SELECT 1", b"q")  # node without pipelining
     assert owner.submit(c, "n0", b"db", b"SELECT 1", b"q")
-    assert c._piped is pipe
+    assert c.piped is pipe
     c2 = FakeClient("b")
     c2.session.signature = (b"SET NAMES latin1",)  # no pipe for this signature: normal path (one gets opened)
     owner._open = lambda group, client: None
@@ -408,7 +408,7 @@ def _execute(client_stmt_id: int, value: int) -> bytes:
 
 
 class ExecClient(FakeClient):
-    _execute_payload = ClientConnection._execute_payload
+    execute_payload = ClientConnection.execute_payload
 
 
 def _owner_with(pipe: Pipe) -> Pipelines:
@@ -565,7 +565,7 @@ def test_random_interleavings_keep_every_answer_with_its_client(loop: asyncio.Ab
                 inflight.pop(clients.index(c))["state"] = "rerun"
         elif op[0] == "kill":
             i, query_only = op[1], op[2]
-            if i not in inflight or clients[i]._piped is not pipe:
+            if i not in inflight or clients[i].piped is not pipe:
                 continue
             if pipe.queue[0] is clients[i]:
                 behind = [c for c in list(pipe.queue)[1:] if isinstance(c, FakeClient) and c.phase != 3]
@@ -575,10 +575,10 @@ def test_random_interleavings_keep_every_answer_with_its_client(loop: asyncio.Ab
                     inflight.pop(clients.index(c))["state"] = "rerun"
             else:
                 pipe.prepare_kill(clients[i], query_only)
-                assert clients[i]._piped is None
+                assert clients[i].piped is None
                 if query_only:
                     inflight.pop(i)["state"] = "interrupted"
-                else:  # KILL CONNECTION: ddm.threads closes the client next
+                else:  # KILL CONNECTION: ddm.execute.threads closes the client next
                     clients[i].phase = 3
                     gone.add(i)
                     inflight.pop(i)["state"] = "gone"
@@ -588,13 +588,13 @@ def test_random_interleavings_keep_every_answer_with_its_client(loop: asyncio.Ab
                 continue
             clients[i].phase = 3
             gone.add(i)
-            if clients[i]._piped is not None:
-                clients[i]._piped.client_gone(clients[i])
+            if clients[i].piped is not None:
+                clients[i].piped.client_gone(clients[i])
             if i in inflight:
                 inflight.pop(i)["state"] = "gone"
         # answered statements leave `inflight` when their client's command is done
         for i, s in list(inflight.items()):
-            if clients[i]._piped is None and s["state"] == "queued":
+            if clients[i].piped is None and s["state"] == "queued":
                 inflight.pop(i)
 
     pipe._flush()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ddm.plan import UnsupportedPlan
-from ddm.plan_cache import PlanCache
+from ddm.sharding.plan import UnsupportedPlan
+from ddm.sharding.plan_cache import PlanCache
 
 
 def _p(n: int) -> UnsupportedPlan:

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import sqlglot
 
-from ddm import planner
-from ddm.config import DatabaseConfig, load_text
-from ddm.constants import er
-from ddm.plan import InsertPlan, MergeDesc, Plan, PlanError, Position, QueryPlan, UnsupportedPlan
-from ddm.rewrite import keys_needed, make_predicate
-from ddm.scatter import plan_sources
+from ddm.config.model import DatabaseConfig, load_text
+from ddm.execute.scatter import plan_sources
+from ddm.sharding import planner
+from ddm.sharding.plan import InsertPlan, MergeDesc, Plan, PlanError, Position, QueryPlan, UnsupportedPlan
+from ddm.sharding.rewrite import keys_needed, make_predicate
+from ddm.wire.constants import er
 
 CASES_PATH = Path(__file__).parent / "testdata" / "plan_cases.json"
 GOLDEN = json.loads(CASES_PATH.read_text())
@@ -243,7 +243,7 @@ def test_column_named_like_a_table_is_refused_when_ambiguous() -> None:
 
 # --- ORDER BY / GROUP BY column positions on several shards ---------------------------------------------------
 # `ORDER BY 1` and `ORDER BY 2` have one digest (and one plan): the plan records "the position in slot k"
-# (ddm.plan.Position) and the bind turns this query's number into the column index, or MySQL's error.
+# (ddm.sharding.plan.Position) and the bind turns this query's number into the column index, or MySQL's error.
 
 def _bind(sql: bytes, plan_sql: bytes | None = None, params: list[Any] | None = None) -> Any:
     """Bind `sql` with the plan of `plan_sql` (same digest; default: its own)."""

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ddm import planner
 from ddm._py import lexer as pylexer
 from ddm._py import shard as pyshard
-from ddm.config import load_text
-from ddm.constants import field_type as FT
-from ddm.params import ParamError, decode_params
-from ddm.plan import PlanError, QueryPlan
-from ddm.rewrite import point_route
+from ddm.config.model import load_text
+from ddm.sharding import planner
+from ddm.sharding.plan import PlanError, QueryPlan
+from ddm.sharding.rewrite import point_route
+from ddm.wire.constants import field_type as FT
+from ddm.wire.params import ParamError, decode_params
 from ddm_core import lexer as clexer
 from ddm_core import shard as cshard
 from ddm_core.packets import frame

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ddm.backend import BackendConnection
-from ddm.config import EndpointConfig, NodeConfig, PoolConfig
-from ddm.pool import Pool
+from ddm.config.model import EndpointConfig, NodeConfig, PoolConfig
+from ddm.execute.pool import Pool
+from ddm.wire.backend import BackendConnection
 
 NODE = NodeConfig(name="n0", primary=EndpointConfig(), user="u", password="p", pool=PoolConfig(max_size=2))
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddm import planner
-from ddm.config import load_text
-from ddm.constants import er
-from ddm.plan import PlanError
-from ddm.rewrite import apply_edits, format_blob, format_literal, format_param, quote_bytes
+from ddm.config.model import load_text
+from ddm.sharding import planner
+from ddm.sharding.plan import PlanError
+from ddm.sharding.rewrite import apply_edits, format_blob, format_literal, format_param, quote_bytes
+from ddm.wire.constants import er
 
 CONFIG = load_text("""
 users: [{name: u, password: p}]

@@ -1,4 +1,4 @@
-"""The routing preview (`ddm route`, ddm.route): node, physical database and physical tables per statement, from a
+"""The routing preview (`ddm route`, ddm.tools.route): node, physical database and physical tables per statement, from a
 configuration with table rules, without any data node."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ddm import cli, route
-from ddm import config as config_mod
+from ddm.config import model as config_mod
+from ddm.tools import cli, route
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddm import routing
-from ddm.config import DatabaseConfig, DataSource, ShardStrategy, TableRule
-from ddm.routing import (
+from ddm.config.model import DatabaseConfig, DataSource, ShardStrategy, TableRule
+from ddm.sharding import routing
+from ddm.sharding.routing import (
     Eq,
     Range,
     ShardKeyError,

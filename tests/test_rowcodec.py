@@ -1,4 +1,4 @@
-"""ddm.rowcodec's text -> binary row conversion (merged scatter results answering COM_STMT_EXECUTE): the fast form
+"""ddm.wire.rowcodec's text -> binary row conversion (merged scatter results answering COM_STMT_EXECUTE): the fast form
 (string-like fields copied with their length prefix, integers packed from their text) gives the same bytes as the
 reference that decodes and encodes every field, for generated rows of every column kind."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddm.constants import field_type as FT
-from ddm.rowcodec import (
+from ddm.wire.constants import field_type as FT
+from ddm.wire.rowcodec import (
     UNSIGNED_FLAG,
     ColumnDef,
     lenenc_str,

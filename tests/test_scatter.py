@@ -1,4 +1,4 @@
-"""Which scatter SELECTs stream, and the statement each data source gets (ddm.scatter.plan_sources).
+"""Which scatter SELECTs stream, and the statement each data source gets (ddm.execute.scatter.plan_sources).
 
 The streaming itself runs against real data nodes in tests/integration/test_scatter_stream.py and, for every
 generated multi-shard SELECT, in tests/integration/test_differential.py.
@@ -6,8 +6,8 @@ generated multi-shard SELECT, in tests/integration/test_differential.py.
 
 from __future__ import annotations
 
-from ddm.plan import ExecutionUnits, MergeDesc, Unit
-from ddm.scatter import plan_sources, union_units
+from ddm.execute.scatter import plan_sources, union_units
+from ddm.sharding.plan import ExecutionUnits, MergeDesc, Unit
 
 LOC = {"ds0": ("n0", b"p0"), "ds1": ("n1", b"p1"), "ds2": ("n0", b"p2")}
 

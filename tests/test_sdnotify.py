@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ddm import sdnotify
+from ddm.process import sdnotify
 from test_master import Proc, server_factory
 
 UNIT = Path(__file__).resolve().parent.parent / "src" / "ddm" / "data" / "ddm.service"

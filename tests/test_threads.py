@@ -1,12 +1,12 @@
-"""Connection ids and KILL statement forms (ddm.server.next_connection_id, ddm.threads)."""
+"""Connection ids and KILL statement forms (ddm.process.server.next_connection_id, ddm.execute.threads)."""
 
 import itertools
 from types import SimpleNamespace
 
 import pytest
 
-from ddm import threads
-from ddm.server import Server
+from ddm.execute import threads
+from ddm.process.server import Server
 
 
 def _ids(worker_id: int, start: int = 1, live: tuple[int, ...] = ()) -> SimpleNamespace:

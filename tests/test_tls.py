@@ -1,4 +1,4 @@
-"""ddm.tls: generated certificate and RSA keys (content, permissions, idempotence, concurrent creation) and real
+"""ddm.wire.tls: generated certificate and RSA keys (content, permissions, idempotence, concurrent creation) and real
 TLS handshakes between server_context and client_context."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pymysql import _auth as pyauth
 
-from ddm import auth, tls
+from ddm.wire import auth, tls
 
 
 def _mode(path: str) -> int:

@@ -24,7 +24,7 @@ cdef class _ColInfo:
     cdef unsigned char* buf       # key scratch buffer
     cdef Py_ssize_t cap
     cdef Py_ssize_t len
-    cdef object fold              # ddm.rowcodec.fold_ci (non-ASCII case-insensitive strings)
+    cdef object fold              # ddm.wire.rowcodec.fold_ci (non-ASCII case-insensitive strings)
     cdef list cols                # the ColumnDefs
 
     cdef Py_ssize_t locate(self, const unsigned char* p, Py_ssize_t n, int upto) except -1

@@ -64,7 +64,7 @@ from libc.string cimport memcmp, memcpy
 
 from ddm_core.packets cimport read_lenenc
 
-from ddm.rowcodec import (
+from ddm.wire.rowcodec import (
     ColumnDef,
     MergeSpec,
     add_values,
@@ -80,7 +80,7 @@ from ddm.rowcodec import (
 
 __all__ = ["ColumnDef", "MergeSpec", "Merger", "output_columns"]
 
-# Mirrors of ddm.rowcodec constants (kinds, ci flags, wire formats) and aggregate codes.
+# Mirrors of ddm.wire.rowcodec constants (kinds, ci flags, wire formats) and aggregate codes.
 cdef enum:
     K_NULL = 0
     K_INT = 1

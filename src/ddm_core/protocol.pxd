@@ -1,5 +1,5 @@
-# Connection protocol cores: I/O-free packet state machines under thin asyncio Protocol subclasses (ddm.frontend,
-# ddm.backend). The hot path (a client command forwarded to a data node, its response forwarded back as the bytes
+# Connection protocol cores: I/O-free packet state machines under thin asyncio Protocol subclasses (ddm.frontend.connection,
+# ddm.wire.backend). The hot path (a client command forwarded to a data node, its response forwarded back as the bytes
 # that arrived) runs here without creating Python objects per packet.
 
 from ddm_core.packets cimport PacketFramer

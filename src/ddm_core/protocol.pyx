@@ -28,7 +28,7 @@ cdef enum:
     MORE_RESULTS_EXISTS = 0x0008
     CURSOR_EXISTS = 0x0040
 
-# Python-visible copies of the enums, for ddm.backend.
+# Python-visible copies of the enums, for ddm.wire.backend.
 MODE_IDLE = M_IDLE
 MODE_RAW = M_RAW
 MODE_FORWARD = M_FORWARD
@@ -143,7 +143,7 @@ cdef class BackendCore:
             elif h == 0xFB:
                 # LOCAL INFILE request (LOAD DATA LOCAL on a connection opened with CLIENT_LOCAL_FILES): the
                 # response pauses here until the file's packets and an empty one are sent. M_FORWARD leaves that
-                # to the caller (ddm.frontend relays the client's file); in M_COLLECT nobody can send it, so the
+                # to the caller (ddm.frontend.connection relays the client's file); in M_COLLECT nobody can send it, so the
                 # connection is given up (data_received). https://dev.mysql.com/doc/dev/mysql-server/latest/
                 # page_protocol_com_query_response_local_infile_request.html
                 self.local_infile = True
@@ -318,7 +318,7 @@ cdef class BackendCore:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
         return self._classify(<const unsigned char*>PyBytes_AS_STRING(payload), n, n if n < MAX_PAYLOAD else n)
 
-    # Hooks for the Python subclass (ddm.backend.BackendConnection).
+    # Hooks for the Python subclass (ddm.wire.backend.BackendConnection).
     def response_done(self):
         pass
 

@@ -1,5 +1,5 @@
 # Text-protocol rows -> binary-protocol rows (merged scatter results answering COM_STMT_EXECUTE). The column plan
-# (which fields are copied, packed as integers, or converted by a Python callback) is made by ddm.rowcodec.
+# (which fields are copied, packed as integers, or converted by a Python callback) is made by ddm.wire.rowcodec.
 # https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_binary_resultset.html
 
 cdef enum:

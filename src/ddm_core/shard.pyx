@@ -5,7 +5,7 @@
 cannot be placed), `indexes_for_range(lo, lo_inclusive, hi, hi_inclusive)` prunes a range (None = all n).
 The pure-Python twin ddm._py.shard documents the value canonicalisation rules and must give identical results;
 this module adds C fast paths for int keys (mod, two_level, hash_mod, range), for str/bytes keys of hash_mod (the
-`key_collation: ci` fold of ASCII keys is done in C, other keys go through ddm.rowcodec.fold_ci like the merger's
+`key_collation: ci` fold of ASCII keys is done in C, other keys go through ddm.wire.rowcodec.fold_ci like the merger's
 comparisons) and C implementations of CRC-32 and MurmurHash3. Negative keys use floor modulo/division (Python
 semantics), not MySQL's sign-keeping %.
 """
@@ -27,7 +27,7 @@ from libc.string cimport memcpy
 
 from ddm_core.lexer cimport T_NUMBER, T_PARAM, LexToken, Lexed
 
-from ddm.rowcodec import CI_UPPER, fold_ci
+from ddm.wire.rowcodec import CI_UPPER, fold_ci
 
 __all__ = ["ShardKeyError", "ShardFunction", "make_shard_function", "crc32", "murmur3_32", "ALGORITHMS",
            "COLLATIONS", "PointRoute", "key_bytes"]
@@ -736,7 +736,7 @@ cdef class PointRoute:
     """The plan-cache-hit path of the commonest statement shape: one sharded table, a WHERE that is one equality on
     its shard key (`id = 5`, `id = ?`), so the statement reaches exactly one physical table.
 
-    Built once per plan (ddm.rewrite.point_route) from immutable data: `slot` is the literal slot of the key value
+    Built once per plan (ddm.sharding.rewrite.point_route) from immutable data: `slot` is the literal slot of the key value
     (`neg`: written `-?`), `refs` the token ranges (first, last) of the table names in text order, and
     `names[d][t]` the replacement bytes of each ref for physical table t of data source `datasources[d]`. The key
     places as `d = db_function.index(v)` (0 without one), `t = table_functions[d].index(v)` (0 without one).
@@ -874,7 +874,7 @@ cdef class PointRoute:
     cpdef object route_execute(self, object lexed, bytes payload, int nparams, object types):
         """(datasource, physical statement with its ? markers) for a COM_STMT_EXECUTE of the prepared statement
         `lexed` (payload: the command, byte 0x17 included; types: the last bound parameter types). The parameter
-        block is checked like ddm.params.decode_params does (None when it would not decode cleanly or holds a
+        block is checked like ddm.wire.params.decode_params does (None when it would not decode cleanly or holds a
         DECIMAL or temporal value). None = bind generically."""
         cdef Lexed lx
         cdef int k, j = -1, nmark = 0
@@ -905,7 +905,7 @@ cdef class PointRoute:
 
 
 cdef object _param_value(bytes payload, int n, object types, int want):
-    # Walk a COM_STMT_EXECUTE parameter block (layout: ddm.params) and return parameter `want` (-1: none, only
+    # Walk a COM_STMT_EXECUTE parameter block (layout: ddm.wire.params) and return parameter `want` (-1: none, only
     # check the block): int for the integer types, bytes for length-encoded ones, None for NULL. _NO when
     # decode_params would fail or decodes a DECIMAL/temporal value (those can fail on content, not only length).
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(payload)

@@ -1,6 +1,6 @@
 """Fixtures for integration tests: one MariaDB sandbox per test session.
 
-`sandbox` is a `ddm.sandbox.Sandbox`: 2 data nodes (n0, n1), one GTID replica of n0 (n0r1), database `sbtest` on
+`sandbox` is a `ddm.tools.sandbox.Sandbox`: 2 data nodes (n0, n1), one GTID replica of n0 (n0r1), database `sbtest` on
 n0, and a generated ddm config. Useful attributes:
   sandbox.config_path                  DIR/ddm.yaml (server.listen = 127.0.0.1:sandbox.listen_port)
   sandbox.primary("n0").port / .socket, sandbox.replicas("n0")[0].port / .socket
@@ -17,7 +17,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 BASE_PORT = 23306  # first range tried; later ranges (+100 each) when another run holds it
 

@@ -34,7 +34,7 @@ import pymysql
 import pytest
 import yaml
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 __all__ = [
     "DDM", "Node", "RawClient", "ServerError", "PHYS", "connect", "ddm_proc", "direct", "free_port", "node0",
@@ -81,7 +81,7 @@ class Node:
 
 
 def private_node(root: str, start: int = 35000) -> Node:
-    """Start a single-node private MariaDB (via ddm.sandbox) under `root`; stop it with sb.down(root)."""
+    """Start a single-node private MariaDB (via ddm.tools.sandbox) under `root`; stop it with sb.down(root)."""
     base = sb.find_free_base(start + (os.getpid() % 40) * 10, nodes=1, step=10, tries=80)
     box = sb.up(root, nodes=1, replicas=0, base_port=base, databases=())
     p = box.primary("n0")
@@ -209,7 +209,7 @@ def _ddm_server_cmd() -> list[str]:
         return [str(exe)]
     if shutil.which("ddm-server"):
         return ["ddm-server"]
-    return [sys.executable, "-m", "ddm.server_main"]
+    return [sys.executable, "-m", "ddm.process.server_main"]
 
 
 def start_ddm(workdir: Path, cfg: dict, mode: str | None = None) -> DDM:
@@ -243,8 +243,8 @@ def _start_thread(d: DDM) -> None:
 
     import uvloop
 
-    from ddm import config as config_mod
-    from ddm.server import Server
+    from ddm.config import model as config_mod
+    from ddm.process.server import Server
 
     cfg = config_mod.load(str(d.config_path))
     started = threading.Event()

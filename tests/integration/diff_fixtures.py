@@ -15,7 +15,7 @@ knows (its "roles": t, orders, items, dict, solo, solo2, all with the columns be
 - SPLIT10 (diff_rules_corpus.yaml): one physical database split10_0 on n0 in which `t` is split into t_0..t_9 by
   id mod 10.
 
-ddm runs in this process: a daemon thread with its own uvloop loop serving `ddm.server.Server` on a socket bound
+ddm runs in this process: a daemon thread with its own uvloop loop serving `ddm.process.server.Server` on a socket bound
 here (port 0). Rows are generated with a fixed seed and loaded through ddm (multi-row INSERTs) and, with the same
 statements, into the oracle directly.
 """
@@ -38,7 +38,7 @@ import pymysql
 import pytest
 import yaml
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE / "diff_rules.yaml"
@@ -244,8 +244,8 @@ class DdmThread:
     def start(self, config_path: str) -> None:
         import uvloop
 
-        from ddm import config as config_mod
-        from ddm.server import Server
+        from ddm.config import model as config_mod
+        from ddm.process.server import Server
 
         cfg = config_mod.load(config_path)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -334,7 +334,7 @@ def _write_config(box: sb.Sandbox, path: Path, layout: Layout = DIFFT) -> None:
     nodes = {}
     pool: dict = {"min_size": 0, "max_size": 32}
     if layout is DIFFT:
-        # one-shard SELECTs outside transactions run on shared pipelined connections (ddm.pipeline) here, so the
+        # one-shard SELECTs outside transactions run on shared pipelined connections (ddm.execute.pipeline) here, so the
         # oracle checks that path too; the corpus layouts keep the plain pooled path
         pool["pipelining"] = {"connections": 1}
     for node in box.nodes:
@@ -419,7 +419,7 @@ def make_env(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, layo
     work = tmp_path_factory.mktemp(layout.name)
     cfg_path = work / "ddm.yaml"
     _write_config(sandbox, cfg_path, layout)
-    from ddm import config as config_mod
+    from ddm.config import model as config_mod
 
     dbconf = config_mod.load(str(cfg_path)).databases[layout.name]
     datasources = {name: (ds.node, ds.database) for name, ds in dbconf.datasources.items()}

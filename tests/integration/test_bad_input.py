@@ -26,7 +26,7 @@ from ddm_fixtures import (
     start_ddm,
 )
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ The generator, comparison and DML sequence take a `diff_fixtures.Layout` (defaul
 database and its tables; test_differential_corpus.py runs them over the corpus-shaped layouts.
 
 Knobs: DDM_DIFF_EXAMPLES (generated SELECTs, default 2000), DDM_DIFF_DML_BATCHES (default 60).
-Reproduce one query by hand: `python -m ddm.cli sandbox up --dir D --nodes 2 --rules tests/integration/diff_rules.yaml`
+Reproduce one query by hand: `python -m ddm.tools.cli sandbox up --dir D --nodes 2 --rules tests/integration/diff_rules.yaml`
 and load the rows of `diff_fixtures.gen_dataset()`.
 """
 
@@ -1128,7 +1128,7 @@ assert NDS == 4
 def test_having_compares_like_mysql() -> None:
     """Regression (found by this test): HAVING compared a string aggregate with a number as bytes, so
     `HAVING MIN(status) > 0` kept groups MySQL drops ('new' converts to 0); strings compare case-insensitively."""
-    from ddm.rewrite import make_predicate
+    from ddm.sharding.rewrite import make_predicate
 
     class NoSlots:
         def value(self, k: int, neg: bool = False) -> Any:

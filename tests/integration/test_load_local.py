@@ -1,4 +1,4 @@
-"""LOAD DATA LOCAL INFILE through ddm (ddm.infile): the node's file request goes to the client and the client's file
+"""LOAD DATA LOCAL INFILE through ddm (ddm.execute.infile): the node's file request goes to the client and the client's file
 to the node, with PyMySQL, a raw protocol client (16 MiB packets, a client vanishing mid-file) and the mariadb CLI;
 refused with a clear error on a sharded database and for clients that did not enable local files."""
 

@@ -1,4 +1,4 @@
-"""Deadlocks across data nodes (ddm.lockwait): two transactions lock a row on each of two MariaDB servers in
+"""Deadlocks across data nodes (ddm.execute.lockwait): two transactions lock a row on each of two MariaDB servers in
 opposite orders. Neither server sees a deadlock; ddm ends the wait after `server.cross_node_lock_wait` with
 ER_LOCK_DEADLOCK (1213) for the waiter, rolled back on both nodes, and the other transaction goes on and commits."""
 
@@ -13,7 +13,7 @@ import pymysql
 import pytest
 from ddm_fixtures import NO_TLS, ddm_config, free_port, start_ddm
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 pytestmark = pytest.mark.integration
 

@@ -1,11 +1,11 @@
-"""Metadata statements on a sharded logical database show logical names (ddm.metadata), end to end.
+"""Metadata statements on a sharded logical database show logical names (ddm.execute.metadata), end to end.
 
 A private 2-node sandbox holds logical database `metashop`: data sources ds0 (n0.metashop_0, the default), ds1
 (n1.metashop_1) and ds2 (n0.metashop_2: a second physical database on the default node); `orders` sharded over
 ds0/ds1 x orders_0..3, `events` sharded over ds1/ds2 only (its layout skips the default data source), broadcast
 `countries`, single `settings` on ds1 (another node), single `notes` on ds2 (the default node, another database)
 and `plain` (no rule) on ds0. ddm runs in a thread of this process; until the executor calls `metadata.answer`
-itself, this module routes COM_QUERY through it with a monkeypatch of `ddm.executor.run_query`.
+itself, this module routes COM_QUERY through it with a monkeypatch of `ddm.execute.executor.run_query`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pymysql
 import pytest
 from ddm_fixtures import NO_TLS, ddm_config, free_port, start_ddm
 
-from ddm import executor, metadata
-from ddm import sandbox as sb
+from ddm.execute import executor, metadata
+from ddm.tools import sandbox as sb
 
 pytestmark = pytest.mark.integration
 

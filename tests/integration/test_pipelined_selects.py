@@ -1,4 +1,4 @@
-"""Pipelined pass-through SELECTs (ddm.pipeline) against a real MariaDB: answers go to the right clients, errors
+"""Pipelined pass-through SELECTs (ddm.execute.pipeline) against a real MariaDB: answers go to the right clients, errors
 stay with their statement, slow or session-dependent statements take the normal path, queued clients survive a
 lost node connection with a clean error, and a client vanishing while queued does not disturb the pipe.
 

@@ -1,5 +1,5 @@
 """A configuration swap reaches open sessions: their logical database's rules are looked up in the new snapshot
-from the next statement outside a transaction (ddm.frontend._dispatch), so rows go where the new rules say and
+from the next statement outside a transaction (ddm.frontend.connection._dispatch), so rows go where the new rules say and
 plans of the old rules are not cached under the new generation.
 
 ddm runs in a thread of this process (Server.apply_config is called on its loop, as a worker does on reload).
@@ -14,8 +14,8 @@ import pymysql
 import pytest
 from ddm_fixtures import NO_TLS, ddm_config, free_port, start_ddm
 
-from ddm import config as config_mod
-from ddm import sandbox as sb
+from ddm.config import model as config_mod
+from ddm.tools import sandbox as sb
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Streaming scatter SELECTs (ddm.scatter) end to end: big results flow through a ddm-server whose memory stays
+"""Streaming scatter SELECTs (ddm.execute.scatter) end to end: big results flow through a ddm-server whose memory stays
 flat, in order, with errors and vanished clients handled.
 
 Logical database `streamdb` over the session sandbox's two nodes: `big` sharded by id over ds0/ds1 x big_0..3
@@ -21,7 +21,7 @@ import pymysql.cursors
 import pytest
 from ddm_fixtures import NO_TLS, ddm_config, free_port, start_ddm
 
-from ddm import sandbox as sb
+from ddm.tools import sandbox as sb
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Thread ids a client sees are ddm's (ddm.threads): CONNECTION_ID() is the greeting's id, SHOW PROCESSLIST lists
+"""Thread ids a client sees are ddm's (ddm.execute.threads): CONNECTION_ID() is the greeting's id, SHOW PROCESSLIST lists
 ddm connections, KILL [QUERY] <ddm id> and COM_PROCESS_KILL act on ddm clients and their node statements."""
 
 from __future__ import annotations

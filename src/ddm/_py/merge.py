@@ -9,7 +9,7 @@ import heapq
 import struct
 from collections.abc import Sequence
 
-from ddm.rowcodec import (
+from ddm.wire.rowcodec import (
     K_BYTES,
     K_CI,
     K_DEC,

@@ -16,7 +16,7 @@ Value canonicalisation (shared by every algorithm; a value that cannot be canoni
   date/datetime as ISO text ("2024-01-31", "2024-01-31 12:00:00"). So 42, "42" and b"42" land on the same shard.
   Strings (str and bytes) are then folded by the rule's key collation, so that values the column's collation calls
   equal hash alike: `ci` (the default; utf8mb4_general_ci, the utf8mb4 default of MariaDB 10.x and MySQL 5.7) strips
-  trailing spaces (PAD SPACE: 'abc' = 'abc  ') and folds case and accents through ddm.rowcodec.fold_ci
+  trailing spaces (PAD SPACE: 'abc' = 'abc  ') and folds case and accents through ddm.wire.rowcodec.fold_ci
   (CI_UPPER): 'ABC', 'abc ' and 'Abc' place alike, so do 'élan' and 'ELAN', 'straße' and 'STRASE'; ASCII keys
   are only upper-cased and stripped. `binary` hashes the exact bytes (VARBINARY/BLOB keys, NO PAD *_bin
   collations; PAD SPACE utf8mb4_bin ignores trailing spaces, so ci is right there too).
@@ -40,7 +40,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Context, Decimal
 from typing import Any
 
-from ddm.rowcodec import CI_UPPER, fold_ci
+from ddm.wire.rowcodec import CI_UPPER, fold_ci
 
 __all__ = [
     "ShardKeyError",
@@ -639,7 +639,7 @@ class PointRoute:
     """The plan-cache-hit path of the commonest statement shape: one sharded table, a WHERE that is one equality on
     its shard key (`id = 5`, `id = ?`), so the statement reaches exactly one physical table.
 
-    Built once per plan (ddm.rewrite.point_route) from immutable data: `slot` is the literal slot of the key value
+    Built once per plan (ddm.sharding.rewrite.point_route) from immutable data: `slot` is the literal slot of the key value
     (`neg`: written `-?`), `refs` the token ranges (first, last) of the table names in text order, and
     `names[d][t]` the replacement bytes of each ref for physical table t of data source `datasources[d]`. The key
     places as `d = db_function.index(v)` (0 without one), `t = table_functions[d].index(v)` (0 without one).
@@ -735,7 +735,7 @@ class PointRoute:
                       ) -> tuple[str, bytes] | None:
         """(datasource, physical statement with its ? markers) for a COM_STMT_EXECUTE of the prepared statement
         `lexed` (payload: the command, byte 0x17 included; types: the last bound parameter types). The parameter
-        block is checked like ddm.params.decode_params does (None when it would not decode cleanly or holds a
+        block is checked like ddm.wire.params.decode_params does (None when it would not decode cleanly or holds a
         DECIMAL or temporal value). None = bind generically."""
         if payload is None:
             return None
@@ -763,7 +763,7 @@ class PointRoute:
 
 
 def _param_value(p: bytes, n: int, types: bytes | None, want: int) -> Any:
-    """Walk a COM_STMT_EXECUTE parameter block (layout: ddm.params) and return parameter `want` (-1: none, only
+    """Walk a COM_STMT_EXECUTE parameter block (layout: ddm.wire.params) and return parameter `want` (-1: none, only
     check the block): int for the integer types, bytes for length-encoded ones, None for NULL. _NO when
     decode_params would fail or decodes a DECIMAL/temporal value (those can fail on content, not only length)."""
     size = len(p)
