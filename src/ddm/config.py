@@ -66,6 +66,17 @@ class ServerConfig:
     # seconds a statement of a transaction spanning data nodes may wait for a row lock before ddm ends it as a
     # deadlock across nodes (ddm.lockwait); 0 = never (the nodes' innodb_lock_wait_timeout applies)
     cross_node_lock_wait: float = 2.0
+    # before login (ddm.limits): a client that has not authenticated within connect_timeout seconds is closed; its
+    # packets may not exceed max_handshake_packet_size; at most max_unauthenticated such connections per worker
+    # (max_unauthenticated_per_address from one address); failed logins per (user, address) beyond
+    # login_failure_threshold wait login_failure_delay seconds more each for their 1045, up to login_failure_max_delay
+    connect_timeout: float = 10.0
+    max_handshake_packet_size: int = 64 * 1024
+    max_unauthenticated: int = 1024
+    max_unauthenticated_per_address: int = 256
+    login_failure_threshold: int = 3
+    login_failure_delay: float = 1.0
+    login_failure_max_delay: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -305,7 +316,9 @@ KEY_GENERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 
 TOP_KEYS = ("server", "users", "nodes", "databases", "include")
 SERVER_KEYS = ("listen", "workers", "server_version", "max_connections", "max_packet_size", "tls", "control_socket",
-               "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait")
+               "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait",
+               "connect_timeout", "max_handshake_packet_size", "max_unauthenticated", "max_unauthenticated_per_address",
+               "login_failure_threshold", "login_failure_delay", "login_failure_max_delay")
 TLS_KEYS = ("cert", "key", "auto_dir", "require", "enabled")
 USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
@@ -734,6 +747,16 @@ class _Checker:
             watch_config=self.boolean(m, "watch_config", path, d.watch_config),
             cross_node_lock_wait=self.duration(m, "cross_node_lock_wait", path, d.cross_node_lock_wait,
                                                positive=False),
+            connect_timeout=self.duration(m, "connect_timeout", path, d.connect_timeout),
+            max_handshake_packet_size=self.size(m, "max_handshake_packet_size", path, d.max_handshake_packet_size,
+                                                1024, 16 * 1024 * 1024 - 1),
+            max_unauthenticated=self.integer(m, "max_unauthenticated", path, d.max_unauthenticated, lo=1),
+            max_unauthenticated_per_address=self.integer(m, "max_unauthenticated_per_address", path,
+                                                         d.max_unauthenticated_per_address, lo=1),
+            login_failure_threshold=self.integer(m, "login_failure_threshold", path, d.login_failure_threshold, lo=0),
+            login_failure_delay=self.duration(m, "login_failure_delay", path, d.login_failure_delay, positive=False),
+            login_failure_max_delay=self.duration(m, "login_failure_max_delay", path, d.login_failure_max_delay,
+                                                  positive=False),
         )
 
     def tls(self, raw: Any, path: str) -> TLSConfig:

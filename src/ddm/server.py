@@ -19,6 +19,7 @@ from ddm import SERVER_VERSION, __version__, auth, tls
 from ddm.config import Config
 from ddm.executor import ShardingContext
 from ddm.frontend import ClientConnection
+from ddm.limits import LoginThrottle, PreauthGate
 from ddm.pipeline import Pipelines
 from ddm.pool import PoolSet
 
@@ -36,6 +37,8 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.started = time.monotonic()
         self.auth_failures = 0
+        self.preauth = PreauthGate()  # unauthenticated connections (ddm.limits)
+        self.login_throttle = LoginThrottle()  # failed logins per (user, address); settings from the config in use
         self._ids = itertools.count(1)  # connection ids: see next_connection_id
         self._id_base = (worker_id & 0x3FF) << 22
         self.sharding = ShardingContext(self)
