@@ -325,6 +325,8 @@ MISTAKES: list[tuple[str, Mutation, str]] = [
      "server.listen: cannot parse 'localhost': expected 'host:port' or a port number"),
     ("listen bad v6", _set("server.listen", "[zz]:1"), "server.listen: cannot parse '[zz]:1': 'zz' is not an IPv6 address"),
     ("workers", _set("server.workers", -1), "server.workers: must be an integer 0-1024, got -1"),
+    ("read_timeout", _set("nodes.n0.pool", {"read_timeout": "-2"}),
+     "nodes.n0.pool.read_timeout: must be a duration >= 0 (seconds, or e.g. '500ms', '30s', '5m', '1h'), got '-2'"),
     ("connect_timeout", _set("server.connect_timeout", 0),
      "server.connect_timeout: must be a duration > 0 (seconds, or e.g. '500ms', '30s', '5m', '1h'), got 0"),
     ("handshake packet", _set("server.max_handshake_packet_size", "100"),

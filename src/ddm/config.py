@@ -105,6 +105,9 @@ class PoolConfig:
     idle_timeout: float = 300.0  # close connections idle longer than this (down to min_size)
     max_lifetime: float = 3600.0  # recycle connections older than this when they come back
     ping_interval: float = 30.0  # COM_PING idle connections this often
+    # seconds of silence from the node while a response is due (ddm.nodewatch); 0 = off. Above MariaDB's default
+    # innodb_lock_wait_timeout (50 s), so that an ordinary lock wait ends with the node's own 1205 first
+    read_timeout: float = 60.0
     pipelining: PipelineConfig | None = PipelineConfig()  # None = off
 
 
@@ -324,7 +327,7 @@ USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
 REPLICA_KEYS = ("host", "port", "unix_socket", "weight")
 POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle_timeout", "max_lifetime",
-             "ping_interval", "pipelining")
+             "ping_interval", "read_timeout", "pipelining")
 PIPELINE_KEYS = ("connections", "max_depth", "max_head_wait")
 PASSTHROUGH_KEYS = ("node", "database")
 SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
@@ -899,6 +902,7 @@ class _Checker:
             idle_timeout=self.duration(m, "idle_timeout", path, d.idle_timeout),
             max_lifetime=self.duration(m, "max_lifetime", path, d.max_lifetime),
             ping_interval=self.duration(m, "ping_interval", path, d.ping_interval),
+            read_timeout=self.duration(m, "read_timeout", path, d.read_timeout, positive=False),
             pipelining=self.pipelining(m.get("pipelining", True), f"{path}.pipelining"),
         )
         if "pipelining" not in m and pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:

@@ -753,7 +753,7 @@ class ClientConnection(FrontendCore):
             if conn.forwarded_any:
                 self.close()  # half a result already went out: the only honest end is closing
                 return False
-            self._error(ER.CONNECTION_KILLED, f"Connection to data node '{conn.node_name}' was lost")
+            self._error(ER.CONNECTION_KILLED, f"Connection to data node '{conn.node_name}' was lost{conn.lost_reason}")
         elif self.phase == PH_CLOSED:
             self.conn = None
             self._give_back(conn, dirty=True)

@@ -6,6 +6,8 @@ per address, failed logins delayed from the second on) in front of the sandbox's
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -183,3 +185,70 @@ def test_unauthenticated_connections_capped_per_address(guarded):
         except pymysql.err.OperationalError:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+
+
+# ------------------------------------------------------------------------------------- a frozen data node, long data
+
+READ_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def two_nodes(sandbox, node0, tmp_path_factory) -> Iterator[tuple[DDM, int]]:
+    """ddm over n0 (sbtest) and the sandbox's n1 (database fz, read_timeout 2 s); yields (ddm, n1's mariadbd pid)."""
+    n1 = sandbox.primary("n1")
+    with pymysql.connect(host="127.0.0.1", port=n1.port, user=sandbox.node_user, password=sandbox.node_password,
+                         autocommit=True) as c, c.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS prelogin_fz")
+    n1_conf = {"host": "127.0.0.1", "port": n1.port, "user": sandbox.node_user, "password": sandbox.node_password,
+               "pool": {"max_size": 8, "connect_timeout": 2, "read_timeout": READ_TIMEOUT}}
+    cfg = ddm_config(free_port(), {"n0": node0.conf(), "n1": n1_conf},
+                     {"sbtest": {"node": "n0", "database": "ddmit_sbtest"}, "fz": {"node": "n1", "database": "prelogin_fz"}})
+    d = start_ddm(tmp_path_factory.mktemp("frozen"), cfg)
+    try:
+        yield d, n1.pid
+    finally:
+        d.stop()
+
+
+def _login_db(d: DDM, db: str, **kw) -> pymysql.connections.Connection:
+    return pymysql.connect(host="127.0.0.1", port=d.port, user="ddm", password="ddm", database=db, autocommit=True,
+                           ssl_disabled=True, connect_timeout=10, read_timeout=60, **kw)
+
+
+def test_frozen_node_gives_an_error_within_read_timeout(two_nodes):
+    d, pid = two_nodes
+    fz, other = _login_db(d, "fz"), _login_db(d, "sbtest")
+    with fz.cursor() as cur:
+        cur.execute("CREATE OR REPLACE TABLE t (id INT)")
+        cur.execute("INSERT INTO t VALUES (1), (2)")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(pymysql.err.OperationalError) as ei, fz.cursor() as cur:
+            cur.execute("SELECT COUNT(*) FROM t")
+        elapsed = time.monotonic() - start
+        assert ei.value.args[0] == 1927, ei.value
+        assert "read_timeout" in ei.value.args[1], ei.value
+        assert READ_TIMEOUT - 0.5 <= elapsed < READ_TIMEOUT + 5, elapsed
+        with other.cursor() as cur:  # the worker keeps serving the other node's clients
+            cur.execute("SELECT 1")
+            assert cur.fetchall() == ((1,),)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with fz.cursor() as cur:  # the same client connection, a fresh node connection: works again
+        cur.execute("SELECT COUNT(*) FROM t")
+        assert cur.fetchall() == ((2,),)
+    fz.close()
+    other.close()
+
+
+def test_slow_reader_is_not_a_frozen_node(two_nodes):
+    """ddm stops reading the node while its client does not read: that silence is not the node's."""
+    d, _ = two_nodes
+    c = _login_db(d, "fz")
+    with c.cursor(pymysql.cursors.SSCursor) as cur:
+        cur.execute("SELECT seq, REPEAT('x', 200) FROM seq_1_to_200000")
+        assert cur.fetchone()[0] == 1
+        time.sleep(READ_TIMEOUT * 2)
+        assert sum(1 for _ in cur) == 199_999
+    c.close()
