@@ -333,6 +333,8 @@ MISTAKES: list[tuple[str, Mutation, str]] = [
      "server.max_handshake_packet_size: must be a size in bytes 1024-16777215 (or e.g. '16M'), got '100'"),
     ("unauthenticated", _set("server.max_unauthenticated_per_address", 0),
      "server.max_unauthenticated_per_address: must be an integer >= 1, got 0"),
+    ("long data", _set("server.max_long_data_size", "2G"),
+     "server.max_long_data_size: must be a size in bytes 1024-1073741824 (or e.g. '16M'), got '2G'"),
     ("login delay", _set("server.login_failure_delay", "-1s"),
      "server.login_failure_delay: must be a duration >= 0 (seconds, or e.g. '500ms', '30s', '5m', '1h'), got '-1s'"),
     ("log level", _set("server.log_level", "verbose"),

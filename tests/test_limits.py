@@ -40,3 +40,35 @@ def test_throttle_table_is_bounded():
     for i in range(1000):
         t.failed(f"user{i}", "h", 0.0)
     assert len(t) == 100
+
+
+class Stmt:
+    def __init__(self):
+        self.long_data = []
+        self.long_data_size = 0
+
+
+def _chunk(n: int) -> bytes:
+    return b"\x18" + b"\x01\x00\x00\x00" + b"\x00\x00" + b"z" * n
+
+
+def test_long_data_capped_then_dropped():
+    from ddm.limits import add_long_data
+
+    s = Stmt()
+    assert add_long_data(s, _chunk(600), 1000) and add_long_data(s, _chunk(400), 1000)
+    assert s.long_data_size == 1000 and len(s.long_data) == 2
+    assert not add_long_data(s, _chunk(1), 1000)  # over: everything held is dropped at once
+    assert s.long_data == [] and s.long_data_size == -1
+    assert not add_long_data(s, _chunk(1), 1000)  # and stays dropped until the execute reports it
+    s.long_data_size = 0
+    assert add_long_data(s, _chunk(10), 1000) and s.long_data_size == 10
+
+
+def test_long_data_count_restarts_after_the_list_was_consumed():
+    from ddm.limits import add_long_data
+
+    s = Stmt()
+    add_long_data(s, _chunk(900), 1000)
+    s.long_data = []  # an execute sent it to the node
+    assert add_long_data(s, _chunk(900), 1000) and s.long_data_size == 900

@@ -77,6 +77,8 @@ class ServerConfig:
     login_failure_threshold: int = 3
     login_failure_delay: float = 1.0
     login_failure_max_delay: float = 10.0
+    # COM_STMT_SEND_LONG_DATA buffered per prepared statement (all its parameters); over it the next execute fails
+    max_long_data_size: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,7 @@ TOP_KEYS = ("server", "users", "nodes", "databases", "include")
 SERVER_KEYS = ("listen", "workers", "server_version", "max_connections", "max_packet_size", "tls", "control_socket",
                "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait",
                "connect_timeout", "max_handshake_packet_size", "max_unauthenticated", "max_unauthenticated_per_address",
-               "login_failure_threshold", "login_failure_delay", "login_failure_max_delay")
+               "login_failure_threshold", "login_failure_delay", "login_failure_max_delay", "max_long_data_size")
 TLS_KEYS = ("cert", "key", "auto_dir", "require", "enabled")
 USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
@@ -760,6 +762,7 @@ class _Checker:
             login_failure_delay=self.duration(m, "login_failure_delay", path, d.login_failure_delay, positive=False),
             login_failure_max_delay=self.duration(m, "login_failure_max_delay", path, d.login_failure_max_delay,
                                                   positive=False),
+            max_long_data_size=self.size(m, "max_long_data_size", path, d.max_long_data_size, 1024, 1 << 30),
         )
 
     def tls(self, raw: Any, path: str) -> TLSConfig:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddm import auth, executor, metadata, multistatement, threads
+from ddm import auth, executor, limits, metadata, multistatement, threads
 from ddm.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
@@ -60,6 +60,7 @@ class ClientStatement:
     response: list[bytes]  # the prepare response as the first data node sent it (id patched per client)
     param_types: bytes | None = None  # types from the last execute that sent them (new-params-bound flag)
     long_data: list[bytes] = field(default_factory=list)
+    long_data_size: int = 0  # bytes of data in long_data; -1: over server.max_long_data_size (ddm.limits)
     cursor_conn: BackendConnection | None = None
     # pass-through: the physical database current at PREPARE. MySQL binds a statement's unqualified tables in the
     # database current when it was prepared, so every execute (and re-prepare on another connection) runs there,
@@ -556,7 +557,7 @@ class ClientConnection(FrontendCore):
         elif cmd == COM_STMT_SEND_LONG_DATA:
             stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
             if stmt is not None:
-                stmt.long_data.append(payload)
+                limits.add_long_data(stmt, payload, self.config.server.max_long_data_size)
             self.command_done()
         elif cmd == COM_PING:
             self._ok()
@@ -1207,6 +1208,11 @@ class ClientConnection(FrontendCore):
                                                  "mysqld_stmt_execute")
             self.command_done()
             return
+        if stmt.long_data_size < 0:  # its long data went over max_long_data_size and was dropped (ddm.limits)
+            stmt.long_data_size = 0
+            self._error(ER.UNKNOWN_ERROR, limits.LONG_DATA_TOO_LONG)
+            self.command_done()
+            return
         if stmt.plan is not None:
             if stmt.logical_db != self.session.db:
                 # its plan routes over the sharded database it was prepared in; USE changed the rules in force
@@ -1302,6 +1308,7 @@ class ClientConnection(FrontendCore):
             self._error(ER.UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler given to mysqld_stmt_reset")
             return
         stmt.long_data = []
+        stmt.long_data_size = 0
         conn, stmt.cursor_conn = stmt.cursor_conn, None
         if conn is not None:
             self.cursors -= 1

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+# MariaDB's text (Item_param::set_longdata, reported by the next COM_STMT_EXECUTE as ER_UNKNOWN_ERROR)
+LONG_DATA_TOO_LONG = ("Parameter of prepared statement which is set through mysql_send_long_data() is longer than "
+                      "'max_long_data_size' bytes")
+
 
 class PreauthGate:
     """Unauthenticated connections of one worker, in all and per source address."""
@@ -44,6 +48,24 @@ class PreauthGate:
             self.by_address[address] = n - 1
         if n:
             self.total -= 1
+
+
+def add_long_data(stmt, payload: bytes, cap: int) -> bool:
+    """Buffer one COM_STMT_SEND_LONG_DATA payload (0x18, statement id, parameter id, data) on `stmt` (a
+    ddm.frontend.ClientStatement), unless the statement's long data would then exceed `cap` bytes: then what it
+    holds is dropped at once and `long_data_size` set to -1, for the next execute to fail with LONG_DATA_TOO_LONG
+    (further chunks are dropped too). False when the chunk was not kept."""
+    if stmt.long_data_size < 0:
+        return False
+    held = stmt.long_data_size if stmt.long_data else 0  # an execute or reset emptied the list
+    size = held + len(payload) - 7
+    if size > cap:
+        stmt.long_data = []
+        stmt.long_data_size = -1
+        return False
+    stmt.long_data.append(payload)
+    stmt.long_data_size = size
+    return True
 
 
 class LoginThrottle:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import time
 from collections.abc import Iterator
 
@@ -194,7 +195,8 @@ READ_TIMEOUT = 2.0
 
 @pytest.fixture(scope="module")
 def two_nodes(sandbox, node0, tmp_path_factory) -> Iterator[tuple[DDM, int]]:
-    """ddm over n0 (sbtest) and the sandbox's n1 (database fz, read_timeout 2 s); yields (ddm, n1's mariadbd pid)."""
+    """ddm over n0 (sbtest) and the sandbox's n1 (database fz, read_timeout 2 s), max_long_data_size 4 MiB;
+    yields (ddm, n1's mariadbd pid)."""
     n1 = sandbox.primary("n1")
     with pymysql.connect(host="127.0.0.1", port=n1.port, user=sandbox.node_user, password=sandbox.node_password,
                          autocommit=True) as c, c.cursor() as cur:
@@ -202,7 +204,8 @@ def two_nodes(sandbox, node0, tmp_path_factory) -> Iterator[tuple[DDM, int]]:
     n1_conf = {"host": "127.0.0.1", "port": n1.port, "user": sandbox.node_user, "password": sandbox.node_password,
                "pool": {"max_size": 8, "connect_timeout": 2, "read_timeout": READ_TIMEOUT}}
     cfg = ddm_config(free_port(), {"n0": node0.conf(), "n1": n1_conf},
-                     {"sbtest": {"node": "n0", "database": "ddmit_sbtest"}, "fz": {"node": "n1", "database": "prelogin_fz"}})
+                     {"sbtest": {"node": "n0", "database": "ddmit_sbtest"}, "fz": {"node": "n1", "database": "prelogin_fz"}},
+                     max_long_data_size="4M")
     d = start_ddm(tmp_path_factory.mktemp("frozen"), cfg)
     try:
         yield d, n1.pid
@@ -252,3 +255,32 @@ def test_slow_reader_is_not_a_frozen_node(two_nodes):
         time.sleep(READ_TIMEOUT * 2)
         assert sum(1 for _ in cur) == 199_999
     c.close()
+
+
+def _execute_long(raw: RawClient, stmt: int) -> list[bytes]:
+    """COM_STMT_EXECUTE of a one-parameter statement whose value came as long data (type BLOB, no value)."""
+    raw.command(b"\x17" + struct.pack("<IBI", stmt, 0, 1) + b"\x00" + b"\x01" + b"\xfc\x00")
+    return raw.read_result(binary=True)[1]
+
+
+def test_long_data_over_max_long_data_size(two_nodes):
+    d, _ = two_nodes
+    mib = b"y" * (1024 * 1024)
+    with RawClient(d.port) as raw, RawClient(d.port) as other:
+        stmt, _, _ = raw.prepare("SELECT LENGTH(?)")
+        raw.ok(b"\x0e")
+        before = worker_rss(d)
+        for _ in range(100):
+            raw.send_long_data(stmt, 0, mib)
+        raw.ok(b"\x0e")  # answered once the long data was taken
+        after = worker_rss(d)
+        if before is not None:
+            assert after - before < 48 * 1024, (before, after)  # KiB; the old code held all 100 MiB
+        with pytest.raises(ServerError) as ei:
+            _execute_long(raw, stmt)
+        assert ei.value.code == 1105 and "longer than 'max_long_data_size' bytes" in ei.value.message, ei.value
+        assert other.query("SELECT 5") == [(b"5",)]  # the worker keeps serving
+        for _ in range(3):  # the same statement within the cap works
+            raw.send_long_data(stmt, 0, mib)
+        assert len(_execute_long(raw, stmt)) == 1
+        assert raw.query("SELECT 6") == [(b"6",)]
