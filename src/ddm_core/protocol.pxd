@@ -60,6 +60,7 @@ cdef class BackendCore:
     cdef public object result_cols          # M_COLLECT: index in packets where each result's rows start (list)
     cdef public bint streaming              # M_COLLECT: hand packets over as chunks arrive (packets_ready)
     cdef public list marks                  # streaming: indexes in packets where the response state changed
+    cdef public unsigned long long rx_bytes  # bytes received from the node, ever (ddm.wire.nodewatch: read_timeout)
     cdef void _reset_scan(self, int kind)
     cdef int _classify(self, const unsigned char* p, Py_ssize_t avail, Py_ssize_t length)
     cdef Py_ssize_t _scan(self, const unsigned char* p, Py_ssize_t n)

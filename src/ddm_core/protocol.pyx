@@ -271,6 +271,7 @@ cdef class BackendCore:
         cdef bytes payload
         cdef bint done
         cdef int before
+        self.rx_bytes += n
         if mode == M_FORWARD:
             end = self._scan(<const unsigned char*>PyBytes_AS_STRING(data), n)
             if self.sink is not None:

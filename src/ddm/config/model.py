@@ -66,6 +66,19 @@ class ServerConfig:
     # seconds a statement of a transaction spanning data nodes may wait for a row lock before ddm ends it as a
     # deadlock across nodes (ddm.execute.lockwait); 0 = never (the nodes' innodb_lock_wait_timeout applies)
     cross_node_lock_wait: float = 2.0
+    # before login (ddm.protect.limits): a client that has not authenticated within connect_timeout seconds is closed; its
+    # packets may not exceed max_handshake_packet_size; at most max_unauthenticated such connections per worker
+    # (max_unauthenticated_per_address from one address); failed logins per (user, address) beyond
+    # login_failure_threshold wait login_failure_delay seconds more each for their 1045, up to login_failure_max_delay
+    connect_timeout: float = 10.0
+    max_handshake_packet_size: int = 64 * 1024
+    max_unauthenticated: int = 1024
+    max_unauthenticated_per_address: int = 256
+    login_failure_threshold: int = 3
+    login_failure_delay: float = 1.0
+    login_failure_max_delay: float = 10.0
+    # COM_STMT_SEND_LONG_DATA buffered per prepared statement (all its parameters); over it the next execute fails
+    max_long_data_size: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,9 @@ class PoolConfig:
     idle_timeout: float = 300.0  # close connections idle longer than this (down to min_size)
     max_lifetime: float = 3600.0  # recycle connections older than this when they come back
     ping_interval: float = 30.0  # COM_PING idle connections this often
+    # seconds of silence from the node while a response is due (ddm.wire.nodewatch); 0 = off. Above MariaDB's default
+    # innodb_lock_wait_timeout (50 s), so that an ordinary lock wait ends with the node's own 1205 first
+    read_timeout: float = 60.0
     pipelining: PipelineConfig | None = PipelineConfig()  # None = off
 
 
@@ -305,13 +321,15 @@ KEY_GENERATORS: Mapping[str, tuple[str, ...]] = MappingProxyType({
 
 TOP_KEYS = ("server", "users", "nodes", "databases", "include")
 SERVER_KEYS = ("listen", "workers", "server_version", "max_connections", "max_packet_size", "tls", "control_socket",
-               "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait")
+               "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait",
+               "connect_timeout", "max_handshake_packet_size", "max_unauthenticated", "max_unauthenticated_per_address",
+               "login_failure_threshold", "login_failure_delay", "login_failure_max_delay", "max_long_data_size")
 TLS_KEYS = ("cert", "key", "auto_dir", "require", "enabled")
 USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
 REPLICA_KEYS = ("host", "port", "unix_socket", "weight")
 POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle_timeout", "max_lifetime",
-             "ping_interval", "pipelining")
+             "ping_interval", "read_timeout", "pipelining")
 PIPELINE_KEYS = ("connections", "max_depth", "max_head_wait")
 PASSTHROUGH_KEYS = ("node", "database")
 SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
@@ -734,6 +752,17 @@ class _Checker:
             watch_config=self.boolean(m, "watch_config", path, d.watch_config),
             cross_node_lock_wait=self.duration(m, "cross_node_lock_wait", path, d.cross_node_lock_wait,
                                                positive=False),
+            connect_timeout=self.duration(m, "connect_timeout", path, d.connect_timeout),
+            max_handshake_packet_size=self.size(m, "max_handshake_packet_size", path, d.max_handshake_packet_size,
+                                                1024, 16 * 1024 * 1024 - 1),
+            max_unauthenticated=self.integer(m, "max_unauthenticated", path, d.max_unauthenticated, lo=1),
+            max_unauthenticated_per_address=self.integer(m, "max_unauthenticated_per_address", path,
+                                                         d.max_unauthenticated_per_address, lo=1),
+            login_failure_threshold=self.integer(m, "login_failure_threshold", path, d.login_failure_threshold, lo=0),
+            login_failure_delay=self.duration(m, "login_failure_delay", path, d.login_failure_delay, positive=False),
+            login_failure_max_delay=self.duration(m, "login_failure_max_delay", path, d.login_failure_max_delay,
+                                                  positive=False),
+            max_long_data_size=self.size(m, "max_long_data_size", path, d.max_long_data_size, 1024, 1 << 30),
         )
 
     def tls(self, raw: Any, path: str) -> TLSConfig:
@@ -876,6 +905,7 @@ class _Checker:
             idle_timeout=self.duration(m, "idle_timeout", path, d.idle_timeout),
             max_lifetime=self.duration(m, "max_lifetime", path, d.max_lifetime),
             ping_interval=self.duration(m, "ping_interval", path, d.ping_interval),
+            read_timeout=self.duration(m, "read_timeout", path, d.read_timeout, positive=False),
             pipelining=self.pipelining(m.get("pipelining", True), f"{path}.pipelining"),
         )
         if "pipelining" not in m and pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:

@@ -532,6 +532,7 @@ async def _execute(client: ClientSession, stmt, payload: bytes) -> None:
     for chunk in stmt.long_data:
         pid = struct.unpack_from("<H", chunk, 5)[0]
         long_data[pid] = long_data.get(pid, b"") + chunk[7:]
+    stmt.long_data = []  # used by this execute only, as on MariaDB (and not counted again by max_long_data_size)
     values, _blobs = decode_params(payload, stmt.nparams, stmt.param_types, long_data)
     if stmt.nparams and payload[10 + (stmt.nparams + 7) // 8]:
         stmt.param_types = payload[11 + (stmt.nparams + 7) // 8:11 + (stmt.nparams + 7) // 8 + 2 * stmt.nparams]

@@ -76,7 +76,7 @@ class Pool:
         self.size += 1
         ep = self.node.primary
         conn = BackendConnection(self.node.name, self.node.user, self.node.password, self.flavour,
-                                 tls=self.node.tls, pool=self)
+                                 tls=self.node.tls, pool=self, read_timeout=self.cfg.read_timeout)
         try:
             await conn.connect(ep.host, ep.port, ep.unix_socket, self.cfg.connect_timeout)
         except BaseException:

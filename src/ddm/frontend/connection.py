@@ -23,6 +23,7 @@ from ddm.execute.client import PH_AUTH, PH_CLOSED, PH_COMMAND, PH_HANDSHAKE, PH_
 from ddm.execute.infile import InfileRelay
 from ddm.execute.pool import PoolTimeout
 from ddm.frontend import multistatement
+from ddm.protect import limits
 from ddm.sharding.plan import PlanError, database_ddl_refusal
 from ddm.wire import auth
 from ddm.wire.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
@@ -62,6 +63,7 @@ class ClientStatement:
     response: list[bytes]  # the prepare response as the first data node sent it (id patched per client)
     param_types: bytes | None = None  # types from the last execute that sent them (new-params-bound flag)
     long_data: list[bytes] = field(default_factory=list)
+    long_data_size: int = 0  # bytes of data in long_data; -1: over server.max_long_data_size (ddm.protect.limits)
     cursor_conn: BackendConnection | None = None
     # pass-through: the physical database current at PREPARE. MySQL binds a statement's unqualified tables in the
     # database current when it was prepared, so every execute (and re-prepare on another connection) runs there,
@@ -123,6 +125,9 @@ class ClientConnection(FrontendCore):
         self.no_pipe = False  # set while run_unpiped runs the command again
         self.payload = b""  # the command being answered
         self._multi: asyncio.Task | None = None  # ddm.frontend.multistatement: the statements of one COM_QUERY, in turn
+        self._preauth = False  # counted in server.preauth until it authenticates or goes away (ddm.protect.limits)
+        self._login_timer: asyncio.TimerHandle | None = None  # server.connect_timeout
+        self.expect_seq = 1  # the sequence id the client's next connection-phase packet must carry
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,11 +143,84 @@ class ClientConnection(FrontendCore):
             self.send_packet(err_packet(ER.CON_COUNT_ERROR, ER.sqlstate(ER.CON_COUNT_ERROR), b"Too many connections"), 0)
             self.close()
             return
+        if not self._start_preauth():
+            return
         self._send_handshake()
+
+    # --- limits before login (ddm.protect.limits) -----------------------------------------------------------------------
+    def _start_preauth(self) -> bool:
+        srv = self.config.server
+        refused = self.server.preauth.admit(self.peer, srv.max_unauthenticated, srv.max_unauthenticated_per_address)
+        if refused:
+            log.info("refused a connection from %s: %s", self.peer, refused)
+            self.send_packet(err_packet(ER.CON_COUNT_ERROR, ER.sqlstate(ER.CON_COUNT_ERROR), b"Too many connections"), 0)
+            self.close()
+            return False
+        self._preauth = True
+        # a handshake response is a few hundred bytes (MySQL caps its connection attributes at 64 KiB): a bigger
+        # packet is refused from its header, before its body is buffered
+        self.framer.max_payload = min(srv.max_handshake_packet_size, srv.max_packet_size)
+        self._login_timer = self.loop.call_later(srv.connect_timeout, self._login_timeout)
+        return True
+
+    def _end_preauth(self) -> None:
+        timer, self._login_timer = self._login_timer, None
+        if timer is not None:
+            timer.cancel()
+        if self._preauth:
+            self._preauth = False
+            self.server.preauth.release(self.peer)
+
+    def _login_timeout(self) -> None:
+        # MariaDB: a connection-phase read that times out (connect_timeout) ends the connection with
+        # ER_NET_READ_INTERRUPTED
+        self._login_timer = None
+        if self.phase == PH_CLOSED or not self._preauth:
+            return
+        log.info("closed the connection from %s: not logged in within connect_timeout (%g s)", self.peer,
+                 self.config.server.connect_timeout)
+        self.send_error(ER.NET_READ_INTERRUPTED, "Got timeout reading communication packets", self.expect_seq)
+        self.close()
+
+    def _out_of_order(self, seq: int) -> None:
+        log.info("closed the connection from %s: connection-phase packet with sequence id %d, expected %d",
+                 self.peer, seq, self.expect_seq)
+        self.send_error(ER.NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", (seq + 1) & 0xFF)
+        self.close()
+
+    def _login_failed(self, used_password: bool) -> None:
+        """Log the failure and answer 1045, after the delay LoginThrottle gives for this (user, address)."""
+        srv = self.config.server
+        user = self.session.user or ""
+        throttle = self.server.login_throttle
+        throttle.configure(srv.login_failure_threshold, srv.login_failure_delay, srv.login_failure_max_delay)
+        count, delay = throttle.failed(user, self.peer, time.monotonic())
+        reason = ("unknown user" if self.user is None else "wrong password" if used_password
+                  else "no password given")
+        log.warning("login failed: user '%s' from %s: %s (failure %d in a row; answered after %.1f s)",
+                    user, self.peer, reason, count, delay)
+        message = (f"Access denied for user '{user}'@'{self.peer}' "
+                   f"(using password: {'YES' if used_password else 'NO'})").encode()
+        seq = self.seq
+
+        def answer() -> None:
+            self.send_packet(err_packet(ER.ACCESS_DENIED_ERROR, ER.sqlstate(ER.ACCESS_DENIED_ERROR), message), seq)
+            self.close()
+
+        if delay <= 0:
+            answer()
+            return
+        self.auth_state = "denied"  # packets sent meanwhile are ignored; the answer ends the connection
+        timer, self._login_timer = self._login_timer, None
+        if timer is not None:
+            timer.cancel()
+        self.transport.pause_reading()
+        self.loop.call_later(delay, answer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = PH_CLOSED
         self.server.clients.discard(self)
+        self._end_preauth()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._multi is not None:
@@ -253,7 +331,14 @@ class ClientConnection(FrontendCore):
             elif self.phase == PH_INFILE:
                 self._infile.packet(payload)
             elif self.phase == PH_AUTH:
-                self.seq = (self.framer.last_seq + 1) & 0xFF
+                seq = self.framer.last_seq
+                if self.auth_state == "denied":
+                    return
+                if seq != self.expect_seq:
+                    self._out_of_order(seq)
+                    return
+                self.seq = (seq + 1) & 0xFF
+                self.expect_seq = (seq + 2) & 0xFF  # ddm answers this packet, the client answers that
                 self._on_auth_packet(payload)
             # bytes after close are ignored
         except (IndexError, struct.error, ValueError, UnicodeDecodeError) as exc:
@@ -292,6 +377,7 @@ class ClientConnection(FrontendCore):
         # the framer and must reach the TLS layer once start_tls has installed it (it runs connection_made and
         # resume_reading via call_soon in its first step; two call_soon hops land after both).
         early = self.framer.take_pending()
+        self.expect_seq = self.seq  # the handshake response follows the SSLRequest without an answer from ddm
 
         async def upgrade() -> None:
             try:
@@ -368,7 +454,9 @@ class ClientConnection(FrontendCore):
     def _begin_auth(self, user: str, plugin: bytes, resp: bytes) -> None:
         self.session.user = user
         self.user = self.config.users.get(user)
-        want = SHA2 if self.user is not None and self.user.auth_plugin == "caching_sha2_password" else NATIVE
+        # an unknown user goes through the same exchange as a caching_sha2_password user (the default plugin) and
+        # only then gets 1045: the first reply does not tell whether the user exists
+        want = NATIVE if self.user is not None and self.user.auth_plugin == "mysql_native_password" else SHA2
         self.auth_plugin = want
         if plugin != want:
             # AuthSwitchRequest: https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase_packets_protocol_auth_switch_request.html
@@ -398,9 +486,6 @@ class ClientConnection(FrontendCore):
             self.seq = (self.seq + 1) & 0xFF
             self._auth_result(True, True)
             return
-        if self.user is None:
-            self._auth_result(False, bool(resp))
-            return
         self.auth_state = "sha2_full"
         self.send_packet(b"\x01\x04", self.seq)  # perform_full_authentication
 
@@ -421,11 +506,9 @@ class ClientConnection(FrontendCore):
     def _auth_result(self, ok: bool, used_password: bool) -> None:
         if not ok:
             self.server.auth_failures += 1
-            self.send_error(ER.ACCESS_DENIED_ERROR,
-                        f"Access denied for user '{self.session.user}'@'{self.peer}' "
-                        f"(using password: {'YES' if used_password else 'NO'})", self.seq)
-            self.close()
+            self._login_failed(used_password)
             return
+        self.server.login_throttle.succeeded(self.session.user or "", self.peer)
         db = self.pending_db
         if db is not None:
             problem = self.check_db(db)
@@ -434,6 +517,8 @@ class ClientConnection(FrontendCore):
                 self.close()
                 return
         self.session.bind_database(self.config, db)
+        self._end_preauth()
+        self.framer.max_payload = self.config.server.max_packet_size
         self.phase = PH_COMMAND
         self.send_packet(ok_packet(0, 0, SS.AUTOCOMMIT, 0, b"", self.session_track), self.seq)
 
@@ -475,7 +560,7 @@ class ClientConnection(FrontendCore):
         elif cmd == COM_STMT_SEND_LONG_DATA:
             stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
             if stmt is not None:
-                stmt.long_data.append(payload)
+                limits.add_long_data(stmt, payload, self.config.server.max_long_data_size)
             self.command_done()
         elif cmd == COM_PING:
             self.send_ok()
@@ -672,7 +757,7 @@ class ClientConnection(FrontendCore):
             if conn.forwarded_any:
                 self.close()  # half a result already went out: the only honest end is closing
                 return False
-            self.send_error(ER.CONNECTION_KILLED, f"Connection to data node '{conn.node_name}' was lost")
+            self.send_error(ER.CONNECTION_KILLED, f"Connection to data node '{conn.node_name}' was lost{conn.lost_reason}")
         elif self.phase == PH_CLOSED:
             self.conn = None
             self.give_back(conn, dirty=True)
@@ -1126,6 +1211,11 @@ class ClientConnection(FrontendCore):
                                                  "mysqld_stmt_execute")
             self.command_done()
             return
+        if stmt.long_data_size < 0:  # its long data went over max_long_data_size and was dropped (ddm.protect.limits)
+            stmt.long_data_size = 0
+            self.send_error(ER.UNKNOWN_ERROR, limits.LONG_DATA_TOO_LONG)
+            self.command_done()
+            return
         if stmt.plan is not None:
             if stmt.logical_db != self.session.db:
                 # its plan routes over the sharded database it was prepared in; USE changed the rules in force
@@ -1221,6 +1311,7 @@ class ClientConnection(FrontendCore):
             self.send_error(ER.UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler given to mysqld_stmt_reset")
             return
         stmt.long_data = []
+        stmt.long_data_size = 0
         conn, stmt.cursor_conn = stmt.cursor_conn, None
         if conn is not None:
             self.cursors -= 1
@@ -1310,6 +1401,7 @@ class ClientConnection(FrontendCore):
         self.pending_db = db
         self.phase = PH_AUTH
         self.seq = 1
+        self.expect_seq = 2
         self._begin_auth(user, plugin, resp)
         self.command_done()
 

@@ -21,6 +21,7 @@ from ddm.execute.executor import ShardingContext
 from ddm.execute.pipeline import Pipelines
 from ddm.execute.pool import PoolSet
 from ddm.frontend.connection import ClientConnection
+from ddm.protect.limits import LoginThrottle, PreauthGate
 from ddm.wire import auth, tls
 
 log = logging.getLogger("ddm.process.server")
@@ -37,6 +38,8 @@ class Server:
         self.servers: list[asyncio.AbstractServer] = []
         self.started = time.monotonic()
         self.auth_failures = 0
+        self.preauth = PreauthGate()  # unauthenticated connections (ddm.protect.limits)
+        self.login_throttle = LoginThrottle()  # failed logins per (user, address); settings from the config in use
         self._ids = itertools.count(1)  # connection ids: see next_connection_id
         self._id_base = (worker_id & 0x3FF) << 22
         self.sharding = ShardingContext(self)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddm.wire import auth
+from ddm.wire import auth, nodewatch
 from ddm.wire.constants import client as CLIENT
 from ddm.wire.constants import command as COM
 from ddm.wire.constants import er as ER
@@ -146,8 +146,10 @@ class BackendConnection(BackendCore):
     """asyncio Protocol for one data-node connection (one command at a time)."""
 
     def __init__(self, node_name: str, user: str, password: str, flavour: int, *, tls: bool = False,
-                 pool: object | None = None) -> None:
+                 pool: object | None = None, read_timeout: float = nodewatch.DEFAULT_READ_TIMEOUT) -> None:
         self.node_name = node_name
+        self.read_timeout = read_timeout  # seconds of silence while a response is due (ddm.wire.nodewatch); 0 = none
+        self.lost_reason = ""  # why ddm dropped the connection (read timeout), for the client's error
         self.user = user.encode()
         self.password = password.encode()
         self.flavour = flavour
@@ -178,14 +180,17 @@ class BackendConnection(BackendCore):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nodewatch.watch(self.loop).track(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.broken = True
+        nodewatch.watch(self.loop).untrack(self)
         mode = self.mode
         self.mode = MODE_IDLE
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(NodeUnavailable(self.node_name, "connection lost" + (f": {exc}" if exc else "")))
+            why = self.lost_reason or (f": {exc}" if exc else "")
+            self._waiter.set_exception(NodeUnavailable(self.node_name, "connection lost" + why))
         self._chunk_cb = None
         if mode in (MODE_FORWARD, MODE_COLLECT) and self._done_cb is not None:
             cb, self._done_cb = self._done_cb, None
@@ -221,6 +226,17 @@ class BackendConnection(BackendCore):
         # Bytes after the end of a response: ddm sent one command at a time, so the stream is out of step.
         self.broken = True
         self.close()
+
+    def read_timed_out(self) -> None:
+        """ddm.wire.nodewatch: no byte of the awaited response for read_timeout seconds: drop the connection (the
+        statement may still run on the node; ddm never reuses the connection)."""
+        log.warning("data node %s: no response for %g s (read_timeout) on connection %d: dropped", self.node_name,
+                    self.read_timeout, self.conn_id)
+        self.lost_reason = f": no response within read_timeout ({self.read_timeout:g} s)"
+        self.broken = True
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # connection_lost follows: waiters fail, callbacks run, the pool forgets it
 
     # --- connection phase -------------------------------------------------------------------------------------
     async def _read_raw(self, timeout: float) -> bytes:
@@ -354,14 +370,14 @@ class BackendConnection(BackendCore):
         self.transport.write(P.frame(payload, 0))
         await fut
         if self.closed and self.mode == MODE_IDLE and not self.packets:
-            raise NodeUnavailable(self.node_name, "connection lost during a command")
+            raise NodeUnavailable(self.node_name, "connection lost during a command" + self.lost_reason)
         packets = self.packets
         self.packets = []
         if self.last_error:
             last = packets[-1] if packets else b""
             if last[:1] == b"\xff":
                 raise BackendError.from_payload(last)
-            raise NodeUnavailable(self.node_name, "connection lost during a command")
+            raise NodeUnavailable(self.node_name, "connection lost during a command" + self.lost_reason)
         return packets
 
     async def query(self, sql: bytes) -> Result:
