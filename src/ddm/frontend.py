@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ddm import auth, executor, metadata, multistatement, threads
+from ddm import auth, executor, metadata, multistatement, privileges, threads
 from ddm.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
 from ddm.config import Config, UserConfig
 from ddm.constants import client as CLIENT
@@ -782,6 +782,9 @@ class ClientConnection(FrontendCore):
     # --- COM_QUERY --------------------------------------------------------------------------------------------
     def _com_query(self, payload: bytes) -> None:
         sql = payload[1:]
+        guard = privileges.guard(self.config, self.user)
+        if guard is not None and self._refused(guard, sql):
+            return
         kw = first_word(sql)
         if b";" in sql and self._multi is None and not executor.is_compound(kw, sql):
             lexed = lex(sql)
@@ -814,6 +817,15 @@ class ClientConnection(FrontendCore):
             self._forward(conn, self.raw or frame(payload, 0))
             return
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
+
+    def _refused(self, guard: privileges.Guard, sql: bytes) -> bool:
+        """ddm.privileges: whether this user may not run `sql` (then the client has its error)."""
+        refusal = guard.check(sql, self.session.db)
+        if refusal is None:
+            return False
+        self._error(refusal.code, refusal.message.replace("{host}", self.peer))
+        self.command_done()
+        return True
 
     def _multi_statement(self, lexed) -> bool:
         """Several statements in one COM_QUERY: refused without CLIENT_MULTI_STATEMENTS, else answered statement
@@ -1086,6 +1098,10 @@ class ClientConnection(FrontendCore):
     # --- prepared statements ----------------------------------------------------------------------------------
     async def _com_stmt_prepare(self, payload: bytes) -> None:
         sql = payload[1:]
+        guard = privileges.guard(self.config, self.user)
+        refusal = guard.check(sql, self.session.db) if guard is not None else None
+        if refusal is not None:
+            raise PlanError(refusal.code, refusal.message.replace("{host}", self.peer))
         if first_word(sql) in (b"CREATE", b"DROP"):
             refused = database_ddl_refusal(sql)
             if refused is not None:
