@@ -182,7 +182,7 @@ def _scan_tokens(toks: list[tuple[int, bytes]], s: _Scan, depth: int) -> None:  
     while i < n:
         kind, text = toks[i]
         word = up(i)
-        if start and kind != T_PUNCT:
+        if start and kind != T_PUNCT and word not in (b"NOT", b"ATOMIC"):  # BEGIN NOT ATOMIC <statement>
             if start is True:  # after `;`: a new statement (a body's statement keeps the clause state)
                 state = OTHER
                 show_kind, show_from = b"", 0
