@@ -86,6 +86,9 @@ ALLOWED = [
     "CREATE DATABASE rel_0",  # refused by the frontend (database DDL), not here
     "SELECT 'rel_0.t'",  # a string
     "SELECT 1 -- rel_0.t",  # a comment
+    "SELECT EXTRACT(YEAR FROM o.d), TRIM(BOTH 'x' FROM o.s), SUBSTRING(o.s FROM 2 FOR 3) FROM t o",
+    "SELECT CONVERT(o.s USING utf8mb4) FROM t o",
+    "CREATE TABLE t4 (connection VARCHAR(10), file_name INT)",
 ]
 
 
@@ -110,6 +113,11 @@ REFUSED = [
     ("SELECT * FROM (t, secret.t)", 1142),
     ("SELECT secret.t.c FROM t", 1142),
     ("SELECT secret.f()", 1142),
+    ("SELECT * FROM t WHERE c = ANY (SELECT c FROM secret.t)", 1142),
+    ("SELECT EXTRACT(YEAR FROM (SELECT d FROM secret.t))", 1142),
+    ("SELECT COALESCE((SELECT c FROM secret.t), 1)", 1142),
+    ("CREATE TABLE f (id INT) ENGINE=FEDERATED CONNECTION='mysql://root@127.0.0.1/mysql/user'", 1227),
+    ("CREATE TABLE c (id INT) ENGINE=CONNECT TABLE_TYPE=CSV FILE_NAME='/etc/passwd'", 1227),
     ("CALL secret.p()", 1142),
     ("SELECT * FROM t WHERE id IN (SELECT id FROM rel_1.t)", 1142),
     ("INSERT INTO rel_0.t VALUES (1)", 1142),

@@ -782,12 +782,16 @@ class ClientConnection(FrontendCore):
     # --- COM_QUERY --------------------------------------------------------------------------------------------
     def _com_query(self, payload: bytes) -> None:
         sql = payload[1:]
+        lexed = None
         guard = privileges.guard(self.config, self.user)
-        if guard is not None and self._refused(guard, sql):
-            return
+        if guard is not None:
+            lexed = lex(sql)  # lexed once: the sharded path and multi-statements use it too
+            if self._refused(guard, sql, lexed):
+                return
         kw = first_word(sql)
         if b";" in sql and self._multi is None and not executor.is_compound(kw, sql):
-            lexed = lex(sql)
+            if lexed is None:
+                lexed = lex(sql)
             if lexed.statement_count > 1 and self._multi_statement(lexed):
                 return
         handler = LOCAL_STATEMENTS.get(kw)
@@ -802,7 +806,7 @@ class ClientConnection(FrontendCore):
         self._calc_found_rows = (b"_ROWS" in sql or b"_rows" in sql) and _CALC_FOUND_ROWS.search(sql) is not None
         dbconf = self.session.dbconf
         if dbconf is not None and dbconf.tables:
-            self._sharded_query(sql)
+            self._sharded_query(sql, lexed)
             return
         node, phys = self._target()
         if kw in _METADATA_WORDS and dbconf is not None and dbconf.renamed and _metadata_statement(kw, sql):
@@ -818,9 +822,9 @@ class ClientConnection(FrontendCore):
             return
         self._slow(self._forward_slow(payload, KIND_RESULT, node, phys))
 
-    def _refused(self, guard: privileges.Guard, sql: bytes) -> bool:
+    def _refused(self, guard: privileges.Guard, sql: bytes, lexed) -> bool:
         """ddm.privileges: whether this user may not run `sql` (then the client has its error)."""
-        refusal = guard.check(sql, self.session.db)
+        refusal = guard.check(sql, self.session.db, lexed)
         if refusal is None:
             return False
         self._error(refusal.code, refusal.message.replace("{host}", self.peer))
@@ -887,8 +891,8 @@ class ClientConnection(FrontendCore):
             del self.command_done
             self.no_pipe = False
 
-    def _sharded_query(self, sql: bytes) -> None:
-        route, lexed, bound = executor.fast_units(self, sql)
+    def _sharded_query(self, sql: bytes, lexed=None) -> None:
+        route, lexed, bound = executor.fast_units(self, sql, lexed)
         if route is not None and not self.txn_conns and self.txn_begin is None:
             pipes = self.server.pipelines
             if (pipes.nodes and lexed.first_keyword == b"SELECT"

@@ -173,7 +173,10 @@ def _scan_tokens(toks: list[tuple[int, bytes]], s: _Scan, depth: int) -> None:  
 
     TABLE, COND, OTHER = 1, 2, 0
     state = OTHER
-    stack: list[int] = []
+    # inside a function's parentheses (EXTRACT(YEAR FROM a.d), TRIM(x FROM a.s)) FROM is no table list until a
+    # SELECT comes (x = ANY (SELECT .. FROM db.t)); other parentheses are subqueries or groupings
+    func, selected = False, True
+    stack: list[tuple[int, bool, bool]] = []
     first = b""  # first word of the current statement
     start = True  # the next token starts a statement
     show_kind = b""
@@ -195,14 +198,16 @@ def _scan_tokens(toks: list[tuple[int, bytes]], s: _Scan, depth: int) -> None:  
                 state = TABLE
         if kind == T_PUNCT:
             if text == b";":
-                start, state, stack = True, OTHER, []
+                start, state, stack, func, selected = True, OTHER, [], False, True
             elif text == b"(":
                 prev = toks[i - 1] if i > 0 else (0, b"")
                 inherit = state == TABLE and (prev[0] == T_PUNCT or up(i - 1) in _TABLE_LIST)
-                stack.append(state)
+                stack.append((state, func, selected))
                 state = TABLE if inherit else OTHER
+                func = prev[0] in (T_IDENT, T_QUOTED_IDENT)
+                selected = not func
             elif text == b")":
-                state = stack.pop() if stack else OTHER
+                state, func, selected = stack.pop() if stack else (OTHER, False, True)
             elif text == b"," and state == COND:
                 state = TABLE
             i += 1
@@ -217,6 +222,13 @@ def _scan_tokens(toks: list[tuple[int, bytes]], s: _Scan, depth: int) -> None:  
             s.file = True
         elif word == b"DIRECTORY" and up(i - 1) in (b"DATA", b"INDEX"):
             s.file = True
+        elif word in (b"CONNECTION", b"FILE_NAME") and first in (b"CREATE", b"ALTER") and i + 1 < n and (
+                toks[i + 1][0] == T_STRING or toks[i + 1][1] == b"="):
+            # table options of FEDERATED / CONNECT tables: another server's (or this one's) tables, or a file
+            if word == b"FILE_NAME":
+                s.file = True
+            else:
+                s.admin = s.admin or "SUPER"
         elif (kind == T_VARIABLE and text[:9].lower() == b"@@global." and first == b"SET" and i + 1 < n
               and toks[i + 1][1] in (b"=", b":=")):  # assigned, not read
             s.admin = s.admin or "SUPER"
@@ -234,7 +246,9 @@ def _scan_tokens(toks: list[tuple[int, bytes]], s: _Scan, depth: int) -> None:  
             _dynamic(toks, i + 2, s, depth)
         # clause state
         if kind == T_KEYWORD or kind == T_IDENT:
-            if word in _TABLE_LIST and not (word == b"INTO" and up(i + 1) in (b"OUTFILE", b"DUMPFILE")):
+            if word in (b"SELECT", b"WITH", b"TABLE", b"VALUES"):
+                selected = True
+            if word in _TABLE_LIST and selected and not (word == b"INTO" and up(i + 1) in (b"OUTFILE", b"DUMPFILE")):
                 state = TABLE
                 if first == b"SHOW" and word == b"FROM":
                     show_from += 1
@@ -265,7 +279,8 @@ def _scan_tokens(toks: list[tuple[int, bytes]], s: _Scan, depth: int) -> None:  
             lead = up(i - 1)
             definite = (not punct(i - 1, b".")) and (
                 three or call or state == TABLE
-                or (lead in _TABLE_LEAD and not (lead == b"UPDATE" and first != b"UPDATE"))
+                or (lead in _TABLE_LEAD and not (lead == b"UPDATE" and first != b"UPDATE")
+                    and (selected or lead not in _TABLE_LIST))
                 or (lead == b"ON" and first in (b"CREATE", b"DROP", b"GRANT", b"REVOKE"))
                 or (lead == b"TO" and first in (b"RENAME", b"ALTER"))
                 or (lead == b"LIKE" and first == b"CREATE"))
