@@ -131,7 +131,7 @@ def test_imports_go_down_the_layers(module: str):
 
 def test_lower_layers_do_not_name_the_frontend():
     """Executor, scatter, metadata, lock waits, LOAD DATA and thread ids see a client through
-    ddm.execute.client.ClientSession, not through ddm.frontend."""
+    ddm.execute.client.ClientSession, not through ddm.frontend.connection."""
     for module, deps in GRAPH.items():
         if _package(module) in ("config", "wire", "_py", "sharding", "protect", "execute"):
             assert not any(d.startswith("ddm.frontend.connection") for d in deps), module

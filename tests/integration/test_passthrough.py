@@ -347,10 +347,11 @@ def test_set_global_is_refused(connect):
     a = connect()
     with pytest.raises(pymysql.err.MySQLError) as info:
         query_all(a, "SET GLOBAL max_connections = 1000")
-    assert info.value.args[0] == 1235
+    # 1227 for a user without the admin privilege (ddm.protect.privileges), else 1235: never replayed on node connections
+    assert info.value.args[0] in (1227, 1235)
     with pytest.raises(pymysql.err.MySQLError) as info:
         query_all(a, "SET @@global.max_connections = 1000, @x = 1")
-    assert info.value.args[0] == 1235
+    assert info.value.args[0] in (1227, 1235)
     query_all(a, "SET @global = 3")  # a user variable named global is fine
     assert query_all(a, "SELECT @global") == [(3,)]
 

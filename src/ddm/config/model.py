@@ -87,6 +87,8 @@ class UserConfig:
     password: str
     auth_plugin: str = "caching_sha2_password"  # or mysql_native_password
     databases: tuple[str, ...] = ("*",)  # logical databases this user may use; "*" = all
+    # what beyond its databases' tables the user may do (ddm.protect.privileges): a subset of PRIVILEGES; () = nothing
+    privileges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -325,7 +327,9 @@ SERVER_KEYS = ("listen", "workers", "server_version", "max_connections", "max_pa
                "connect_timeout", "max_handshake_packet_size", "max_unauthenticated", "max_unauthenticated_per_address",
                "login_failure_threshold", "login_failure_delay", "login_failure_max_delay", "max_long_data_size")
 TLS_KEYS = ("cert", "key", "auto_dir", "require", "enabled")
-USER_KEYS = ("name", "password", "auth_plugin", "databases")
+USER_KEYS = ("name", "password", "auth_plugin", "databases", "privileges")
+# grants beyond the user's logical databases (ddm.protect.privileges, docs/configuration.md "Privileges"); "all" = every one
+PRIVILEGES = ("file", "system_schemas", "admin", "dynamic_sql")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
 REPLICA_KEYS = ("host", "port", "unix_socket", "weight")
 POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle_timeout", "max_lifetime",
@@ -801,6 +805,7 @@ class _Checker:
                 password=self.secret(m, "password", path),
                 auth_plugin=self.string(m, "auth_plugin", path, DEFAULT_AUTH_PLUGIN, AUTH_PLUGINS),
                 databases=self.user_databases(m.get("databases"), f"{path}.databases", databases),
+                privileges=self.user_privileges(m.get("privileges"), f"{path}.privileges"),
             )
             if name is None:
                 continue
@@ -828,6 +833,28 @@ class _Checker:
             elif db not in out:
                 out.append(db)
         return tuple(out)
+
+    def user_privileges(self, raw: Any, path: str) -> tuple[str, ...]:
+        if raw is None:
+            return ()
+        if raw == "all":
+            return PRIVILEGES
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list):
+            self.err(path, f"must be 'all' or a list of {', '.join(PRIVILEGES)}, got {_got(raw)}")
+            return ()
+        out: list[str] = []
+        for j, priv in enumerate(items):
+            p = f"{path}[{j}]" if isinstance(raw, list) else path
+            if priv == "all":
+                out.extend(x for x in PRIVILEGES if x not in out)
+            elif not isinstance(priv, str) or priv not in PRIVILEGES:
+                close = difflib.get_close_matches(priv, PRIVILEGES, n=1, cutoff=0.6) if isinstance(priv, str) else []
+                hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(PRIVILEGES)} or 'all'"
+                self.err(p, f"unknown privilege {priv!r}; {hint}")
+            elif priv not in out:
+                out.append(priv)
+        return tuple(x for x in PRIVILEGES if x in out)
 
     # --- nodes ---------------------------------------------------------------------------------------------------
     def nodes(self, raw: Any) -> dict[str, NodeConfig]:

@@ -39,7 +39,7 @@ from ddm.wire.params import decode_params as _decode_params
 from ddm.wire.resultset import text_resultset
 from ddm.wire.rowcodec import ColumnDef, text_rows_to_binary
 from ddm.wire.session import synchronize
-from ddm_core.lexer import lex
+from ddm_core.lexer import Lexed, lex
 from ddm_core.merge import Merger, MergeSpec
 from ddm_core.packets import frame, ok_packet
 
@@ -103,14 +103,16 @@ async def synchronize_db(conn: BackendConnection, physical_db: bytes) -> None:
         conn.db = physical_db
 
 
-def fast_units(client: ClientSession, sql: bytes):
+def fast_units(client: ClientSession, sql: bytes, lexed: Lexed | None = None):
     """(route, lexed, bound) of a COM_QUERY on a sharded database. route = (node, physical database, packet) when
     the statement binds to one unit that can be forwarded as is (packet: that unit framed as a COM_QUERY), else
     None; bound: the bound plan when one was cached and bound, so the slow path does not bind the same query again.
 
     A plan with a point route (`key = literal` on one sharded table) binds in C without building the generic
-    ExecutionUnits; everything else, and every value the point route is not sure about, binds generically."""
-    lexed = lex(sql)
+    ExecutionUnits; everything else, and every value the point route is not sure about, binds generically.
+    `lexed`: the statement's tokens when the caller has them already (ddm.protect.privileges lexed it)."""
+    if lexed is None:
+        lexed = lex(sql)
     if lexed.statement_count > 1 or lexed.first_keyword in TXN_WORDS:
         return None, lexed, None
     plan = client.server.sharding.plans.get(client.session.db, client.config.generation, lexed.digest)

@@ -23,7 +23,7 @@ from ddm.execute.client import PH_AUTH, PH_CLOSED, PH_COMMAND, PH_HANDSHAKE, PH_
 from ddm.execute.infile import InfileRelay
 from ddm.execute.pool import PoolTimeout
 from ddm.frontend import multistatement
-from ddm.protect import limits
+from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError, database_ddl_refusal
 from ddm.wire import auth
 from ddm.wire.backend import FLAVOUR_BITS, BackendConnection, BackendError, NodeUnavailable
@@ -869,9 +869,16 @@ class ClientConnection(FrontendCore):
     # --- COM_QUERY --------------------------------------------------------------------------------------------
     def _com_query(self, payload: bytes) -> None:
         sql = payload[1:]
+        lexed = None
+        guard = privileges.guard(self.config, self.user)
+        if guard is not None:
+            lexed = lex(sql)  # lexed once: the sharded path and multi-statements use it too
+            if self._refused(guard, sql, lexed):
+                return
         kw = first_word(sql)
         if b";" in sql and self._multi is None and not executor.is_compound(kw, sql):
-            lexed = lex(sql)
+            if lexed is None:
+                lexed = lex(sql)
             if lexed.statement_count > 1 and self._multi_statement(lexed):
                 return
         handler = LOCAL_STATEMENTS.get(kw)
@@ -886,7 +893,7 @@ class ClientConnection(FrontendCore):
         self._calc_found_rows = (b"_ROWS" in sql or b"_rows" in sql) and _CALC_FOUND_ROWS.search(sql) is not None
         dbconf = self.session.dbconf
         if dbconf is not None and dbconf.tables:
-            self._sharded_query(sql)
+            self._sharded_query(sql, lexed)
             return
         node, phys = self._target()
         if kw in _METADATA_WORDS and dbconf is not None and dbconf.renamed and _metadata_statement(kw, sql):
@@ -901,6 +908,15 @@ class ClientConnection(FrontendCore):
             self.forward(conn, self.raw or frame(payload, 0))
             return
         self.run_slow(self._forward_slow(payload, KIND_RESULT, node, phys))
+
+    def _refused(self, guard: privileges.Guard, sql: bytes, lexed) -> bool:
+        """ddm.protect.privileges: whether this user may not run `sql` (then the client has its error)."""
+        refusal = guard.check(sql, self.session.db, lexed)
+        if refusal is None:
+            return False
+        self.send_error(refusal.code, refusal.message.replace("{host}", self.peer))
+        self.command_done()
+        return True
 
     def _multi_statement(self, lexed) -> bool:
         """Several statements in one COM_QUERY: refused without CLIENT_MULTI_STATEMENTS, else answered statement
@@ -962,8 +978,8 @@ class ClientConnection(FrontendCore):
             del self.command_done
             self.no_pipe = False
 
-    def _sharded_query(self, sql: bytes) -> None:
-        route, lexed, bound = executor.fast_units(self, sql)
+    def _sharded_query(self, sql: bytes, lexed=None) -> None:
+        route, lexed, bound = executor.fast_units(self, sql, lexed)
         if route is not None and not self.txn_conns and self.txn_begin is None:
             pipes = self.server.pipelines
             if (pipes.nodes and lexed.first_keyword == b"SELECT"
@@ -1173,6 +1189,10 @@ class ClientConnection(FrontendCore):
     # --- prepared statements ----------------------------------------------------------------------------------
     async def _com_stmt_prepare(self, payload: bytes) -> None:
         sql = payload[1:]
+        guard = privileges.guard(self.config, self.user)
+        refusal = guard.check(sql, self.session.db) if guard is not None else None
+        if refusal is not None:
+            raise PlanError(refusal.code, refusal.message.replace("{host}", self.peer))
         if first_word(sql) in (b"CREATE", b"DROP"):
             refused = database_ddl_refusal(sql)
             if refused is not None:
