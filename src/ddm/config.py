@@ -94,6 +94,7 @@ class PoolConfig:
     idle_timeout: float = 300.0  # close connections idle longer than this (down to min_size)
     max_lifetime: float = 3600.0  # recycle connections older than this when they come back
     ping_interval: float = 30.0  # COM_PING idle connections this often
+    statement_idle_timeout: float = 30.0  # close node statements no client holds after this long unused
     pipelining: PipelineConfig | None = PipelineConfig()  # None = off
 
 
@@ -311,7 +312,7 @@ USER_KEYS = ("name", "password", "auth_plugin", "databases")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
 REPLICA_KEYS = ("host", "port", "unix_socket", "weight")
 POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle_timeout", "max_lifetime",
-             "ping_interval", "pipelining")
+             "ping_interval", "statement_idle_timeout", "pipelining")
 PIPELINE_KEYS = ("connections", "max_depth", "max_head_wait")
 PASSTHROUGH_KEYS = ("node", "database")
 SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
@@ -876,6 +877,7 @@ class _Checker:
             idle_timeout=self.duration(m, "idle_timeout", path, d.idle_timeout),
             max_lifetime=self.duration(m, "max_lifetime", path, d.max_lifetime),
             ping_interval=self.duration(m, "ping_interval", path, d.ping_interval),
+            statement_idle_timeout=self.duration(m, "statement_idle_timeout", path, d.statement_idle_timeout),
             pipelining=self.pipelining(m.get("pipelining", True), f"{path}.pipelining"),
         )
         if "pipelining" not in m and pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:
