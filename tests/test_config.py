@@ -358,6 +358,9 @@ MISTAKES: list[tuple[str, Mutation, str]] = [
      "nodes.n0.pool.min_size: must not exceed max_size (9 > 4)"),
     ("pool duration", _set("nodes.n0.pool", {"idle_timeout": "soon"}),
      "nodes.n0.pool.idle_timeout: must be a duration > 0 (seconds, or e.g. '500ms', '30s', '5m', '1h'), got 'soon'"),
+    ("statement idle timeout", _set("nodes.n0.pool", {"statement_idle_timeout": 0}),
+     "nodes.n0.pool.statement_idle_timeout: must be a duration > 0 (seconds, or e.g. '500ms', '30s', '5m', '1h'), "
+     "got 0"),
     ("replica same as primary", _set("nodes.n0.replicas", [{"host": "127.0.0.1", "port": 3310}]),
      "nodes.n0.replicas[0]: same server as the primary"),
     ("algorithm", _sb({"sbtest1": {"nodes": "ds${0..3}.t", "database_strategy": {"column": "id", "algorithm": "modd"}}}),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ddm.frontend import connection as frontend
 from ddm.frontend.connection import _SET_STATEMENT, _metadata_statement, _sets_global
+from ddm.wire import backend
 
 
 @pytest.mark.parametrize("sql,is_global", [
@@ -58,3 +60,46 @@ def test_sets_global_only_for_global_targets():
     assert not _sets_global(b"SET @x = @@global.max_connections")  # reads a global: session state
     assert not _sets_global(b"SET @a = concat(1, @@global.x), @b = 2")
     assert not _sets_global(b"SET SESSION sql_mode = @@GLOBAL.sql_mode")
+
+
+class _Noted:
+    """What ClientConnection._note_sticky reads and writes."""
+
+    def __init__(self) -> None:
+        self.sticky: set[str] = set()
+        self.ddl_ran = False
+
+
+@pytest.mark.parametrize("sql, sticky", [
+    (b"SELECT GET_LOCK('a', 0)", {"userlock"}),
+    (b"select get_lock('a', 0)", {"userlock"}),
+    (b"DO Get_Lock('a', 1)", {"userlock"}),
+    (b"SELECT gEt_LoCk('a', 1)", {"userlock"}),
+    (b"SELECT IS_FREE_LOCK('a')", set()),  # reads, takes nothing
+    (b"SELECT RELEASE_LOCK('a')", set()),
+    (b"CREATE TEMPORARY TABLE t (a INT)", {"temporary"}),
+    (b"LOCK TABLES t WRITE", {"lock"}),
+    (b"SELECT my_lock_column FROM t", set()),  # a hit of the bytes search only: the regex says no
+])
+def test_note_sticky(sql: bytes, sticky: set[str]) -> None:
+    state = _Noted()
+    kw = sql.split()[0].upper()
+    if kw in frontend.NOTE_WORDS or frontend._LOCK_HINT(sql) is not None:  # as _com_query decides
+        frontend.ClientConnection._note_sticky(state, kw, sql)
+    assert state.sticky == sticky
+
+
+def test_release_all_locks_unpins_and_ddl_moves_the_schema_epoch() -> None:
+    state = _Noted()
+    frontend.ClientConnection._note_sticky(state, b"SELECT", b"SELECT GET_LOCK('a', 0)")
+    frontend.ClientConnection._note_sticky(state, b"SELECT", b"SELECT RELEASE_LOCK('a')")
+    assert state.sticky == {"userlock"}  # other locks may still be held
+    frontend.ClientConnection._note_sticky(state, b"SELECT", b"SELECT RELEASE_ALL_LOCKS()")
+    assert state.sticky == set()
+    before = backend.schema_epoch
+    frontend.ClientConnection._note_sticky(state, b"ALTER", b"ALTER TABLE t ADD c INT")
+    assert backend.schema_epoch == before + 1 and state.ddl_ran
+    state.ddl_ran = False
+    frontend.ClientConnection._note_sticky(state, b"CREATE", b"CREATE TEMPORARY TABLE tmp (a INT)")
+    frontend.ClientConnection._note_sticky(state, b"DROP", b"DROP TEMPORARY TABLE tmp")
+    assert backend.schema_epoch == before + 1 and not state.ddl_ran and state.sticky == {"temporary"}

@@ -60,3 +60,33 @@ def test_discarding_an_idle_connection_forgets_it():
         assert not pool.idle and pool.size == 0
 
     asyncio.run(run())
+
+
+def test_a_connection_that_may_hold_user_locks_is_not_pooled():
+    async def run() -> None:
+        pool = Pool(NODE, 0)
+        conn = lent(pool)
+        conn.user_locks = True  # GET_LOCK() ran there and it was not reset: closing releases the locks
+        pool.release(conn)
+        assert not pool.idle and pool.size == 0 and conn.closed
+
+    asyncio.run(run())
+
+
+def test_release_sends_the_pending_statement_closes():
+    class Wire:
+        def __init__(self) -> None:
+            self.out: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.out.append(data)
+
+    async def run() -> None:
+        pool = Pool(NODE, 0)
+        conn = lent(pool)
+        conn.transport = Wire()
+        conn.pending_close = [7]
+        pool.release(conn)
+        assert conn.transport.out == [b"\x05\x00\x00\x00\x19\x07\x00\x00\x00"] and not conn.pending_close
+
+    asyncio.run(run())

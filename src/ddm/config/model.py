@@ -112,6 +112,7 @@ class PoolConfig:
     # seconds of silence from the node while a response is due (ddm.wire.nodewatch); 0 = off. Above MariaDB's default
     # innodb_lock_wait_timeout (50 s), so that an ordinary lock wait ends with the node's own 1205 first
     read_timeout: float = 60.0
+    statement_idle_timeout: float = 30.0  # close node statements no client holds after this long unused
     pipelining: PipelineConfig | None = PipelineConfig()  # None = off
 
 
@@ -333,7 +334,7 @@ PRIVILEGES = ("file", "system_schemas", "admin", "dynamic_sql")
 NODE_KEYS = ("host", "port", "unix_socket", "user", "password", "tls", "replicas", "pool")
 REPLICA_KEYS = ("host", "port", "unix_socket", "weight")
 POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle_timeout", "max_lifetime",
-             "ping_interval", "read_timeout", "pipelining")
+             "ping_interval", "read_timeout", "statement_idle_timeout", "pipelining")
 PIPELINE_KEYS = ("connections", "max_depth", "max_head_wait")
 PASSTHROUGH_KEYS = ("node", "database")
 SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
@@ -933,6 +934,7 @@ class _Checker:
             max_lifetime=self.duration(m, "max_lifetime", path, d.max_lifetime),
             ping_interval=self.duration(m, "ping_interval", path, d.ping_interval),
             read_timeout=self.duration(m, "read_timeout", path, d.read_timeout, positive=False),
+            statement_idle_timeout=self.duration(m, "statement_idle_timeout", path, d.statement_idle_timeout),
             pipelining=self.pipelining(m.get("pipelining", True), f"{path}.pipelining"),
         )
         if "pipelining" not in m and pool.pipelining is not None and pool.pipelining.connections >= pool.max_size:

@@ -172,6 +172,8 @@ def fast_execute(client: ClientSession, stmt, payload: bytes) -> bool:
             conn.pool.release(conn)
         return False
     stmt.last_payload = payload
+    if bstmt not in stmt.held:
+        stmt.hold(conn, bstmt)
     client.forward(conn, frame(client.execute_payload(stmt, bstmt, payload), 0))
     return True
 
@@ -502,7 +504,7 @@ async def prepare(client: ClientSession, sql: bytes):
     node, phys = location(client, datasource)
     conn = await _conn_for_unit(client, node, phys)
     try:
-        prepared, _ = await conn.prepare(text)
+        prepared, _ = await conn.prepare(text, fresh=True)  # the node's answer, never a cached one
     finally:
         _settle_unit_conn(client, conn)
     return plan, lexed, prepared, node

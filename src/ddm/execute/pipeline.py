@@ -498,6 +498,8 @@ class Pipelines:
             for pipe in list(group.pipes):
                 if mono - pipe.conn.created > pool.max_lifetime:
                     pipe.close()
+                elif pipe.conn.stmts:
+                    pipe.conn.sweep_statements(mono, pool.statement_idle_timeout)
         if self.groups:
             self._sweeper = self.loop.call_later(SWEEP_EVERY, self._sweep)
 
@@ -524,6 +526,8 @@ class Pipelines:
             return False
         if not pipe.has_room():
             return False
+        if bstmt not in stmt.held:
+            stmt.hold(pipe.conn, bstmt)  # closed on the node once no client statement holds it (and it idles)
         # built only now: it records on bstmt which parameter types that connection has been sent
         pipe.push(client, frame(client.execute_payload(stmt, bstmt, payload), 0))
         return True

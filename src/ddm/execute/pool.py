@@ -96,10 +96,14 @@ class Pool:
         if conn.pool is not self:
             conn.close()
             return
-        if conn.closed or conn.broken or self.closed or conn.mode != 0:
+        if conn.closed or conn.broken or self.closed or conn.mode != 0 or conn.user_locks:
+            # (user_locks: a client's GET_LOCK() locks may be held there; closing releases them on the node.
+            # ddm.frontend.connection resets such a connection before it gets here: this is the safety net.)
             self.discard(conn)
             conn.close()
             return
+        if conn.pending_close:
+            conn.flush_closes()
         now = time.monotonic()
         conn.last_used = now
         if now - conn.created > self.cfg.max_lifetime:
@@ -139,10 +143,14 @@ class Pool:
 
     async def _maintain(self) -> None:
         """Close idle connections past idle_timeout/max_lifetime, ping the rest, keep min_size open."""
-        interval = max(0.5, min(self.cfg.ping_interval, self.cfg.idle_timeout) / 2)
+        interval = max(0.5, min(self.cfg.ping_interval, self.cfg.idle_timeout, self.cfg.statement_idle_timeout) / 2)
         while not self.closed:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            for conn in self.idle:
+                if conn.stmts and not conn.closed:
+                    # node statements no client holds, unused for statement_idle_timeout or from before a DDL
+                    conn.sweep_statements(now, self.cfg.statement_idle_timeout)
             for conn in list(self.idle):
                 expired = now - conn.created > self.cfg.max_lifetime
                 too_idle = now - conn.last_used > self.cfg.idle_timeout and self.size > self.cfg.min_size

@@ -47,6 +47,17 @@ FLAVOUR_BITS = CLIENT.DEPRECATE_EOF | CLIENT.SESSION_TRACK | CLIENT.FOUND_ROWS |
 DEFAULT_COLLATION = 45  # utf8mb4_general_ci: known to MariaDB and MySQL alike
 log = logging.getLogger("ddm.wire.backend")
 STMT_CACHE_SIZE = 512  # statements kept prepared per connection (the server's max_prepared_stmt_count is global)
+METADATA_CHANGED = 0x400  # SERVER_STATUS_METADATA_CHANGED: the node re-prepared a statement whose tables changed
+
+# The schema epoch of this worker: it moves on every DDL statement through ddm (and when a node reports that a
+# statement's metadata changed). A node statement prepared in an older epoch is not reused: the next use
+# prepares it again (`BackendConnection.prepare`, `cached_stmt`).
+schema_epoch = 0
+
+
+def bump_schema_epoch() -> None:
+    global schema_epoch
+    schema_epoch += 1
 
 
 class BackendError(Exception):
@@ -89,15 +100,24 @@ class Result:
     ok: bytes | None = None  # the raw OK / terminating packet
 
 
-@dataclass
+@dataclass(eq=False)
 class Prepared:
-    """A statement prepared on one backend connection."""
+    """A statement prepared on one backend connection.
+
+    `refs` counts the client statements (ddm.frontend.connection.ClientStatement.held) that used it and are still open;
+    one nobody holds is closed on the node after `pool.statement_idle_timeout`, or at once when it is no longer
+    the connection's cached statement for its text (`retired`: a newer PREPARE of it, a DDL epoch later)."""
 
     stmt_id: int
     nparams: int
     ncols: int
     types_bound: bytes | None = None  # the parameter types this backend statement last received
-    response: list[bytes] = field(default_factory=list)  # the prepare response packets (for other clients)
+    response: list[bytes] = field(default_factory=list)  # the prepare response packets
+    epoch: int = 0  # schema_epoch when it was prepared
+    refs: int = 0
+    idle_since: float = 0.0  # when refs last dropped to 0 (or it was made)
+    retired: bool = False  # no longer in the connection's cache: closed when refs drops to 0
+    closed: bool = False  # closed on the node (or the node forgot it: COM_RESET_CONNECTION)
 
 
 def parse_handshake(payload: bytes) -> dict:
@@ -168,6 +188,8 @@ class BackendConnection(BackendCore):
         self.db: bytes | None = None  # physical database selected on the node
         self.signature: tuple = ()  # session statements replayed on this connection (see ddm.wire.session)
         self.stmts: OrderedDict[tuple[bytes | None, bytes], Prepared] = OrderedDict()
+        self.pending_close: list[int] = []  # statement ids to close when nothing runs here (`flush_closes`)
+        self.user_locks = False  # a client may hold GET_LOCK() locks here: released before anyone else uses it
         self.pipe = None  # the ddm.execute.pipeline.Pipe that owns this connection, if any
         self._waiter: asyncio.Future | None = None
         self._done_cb: Callable[[BackendConnection], None] | None = None
@@ -343,6 +365,8 @@ class BackendConnection(BackendCore):
         self._done_cb = on_done
         self.sink = sink
         self.begin(MODE_FORWARD, kind)
+        if self.pending_close:
+            self.flush_closes()
         self.transport.write(packet)
 
     def stream(self, payload: bytes, on_packets: Callable[[BackendConnection], None],
@@ -367,6 +391,8 @@ class BackendConnection(BackendCore):
         fut = self.loop.create_future()
         self._done_cb = lambda _conn: fut.done() or fut.set_result(None)
         self.begin(MODE_COLLECT, kind)
+        if self.pending_close:
+            self.flush_closes()
         self.transport.write(P.frame(payload, 0))
         await fut
         if self.closed and self.mode == MODE_IDLE and not self.packets:
@@ -432,13 +458,18 @@ class BackendConnection(BackendCore):
             i += 1
         return out
 
-    async def prepare(self, sql: bytes) -> tuple[Prepared, list[bytes]]:
-        """Prepare `sql` here (or reuse it); returns the statement and the response packets when newly made."""
+    async def prepare(self, sql: bytes, fresh: bool = False) -> tuple[Prepared, list[bytes]]:
+        """Prepare `sql` here, or reuse the statement cached for it (not with `fresh`: a client's own PREPARE is
+        always answered by the node, so it describes the tables as they are now, nor when it was prepared before
+        the last DDL); returns the statement and the response packets when newly made."""
         key = (self.db, sql)  # a prepared statement binds its tables in the database current at PREPARE
         found = self.stmts.get(key)
         if found is not None:
-            self.stmts.move_to_end(key)
-            return found, []
+            if not fresh and found.epoch == schema_epoch:
+                self.stmts.move_to_end(key)
+                return found, []
+            self._retire(key)
+        epoch = schema_epoch
         for attempt in range(4):
             try:
                 packets = await self.command(b"\x16" + sql, KIND_PREPARE)
@@ -451,7 +482,9 @@ class BackendConnection(BackendCore):
                 # COM_STMT_CLOSE has no response: the node's threads of the other connections may not have run
                 # the closes yet
                 await asyncio.sleep(0.005 * (attempt + 1))
-        return self.remember_statement(sql, packets), packets
+        stmt = self.remember_statement(sql, packets)
+        stmt.epoch = min(epoch, stmt.epoch)  # a DDL during the round trip: not reused
+        return stmt, packets
 
     def shed_statements(self) -> int:
         """The node's max_prepared_stmt_count (a global limit) is reached: close the older half of the statements
@@ -475,27 +508,94 @@ class BackendConnection(BackendCore):
         n = min(n, len(self.stmts))
         for _ in range(n):
             _, old = self.stmts.popitem(last=False)
-            self.send_only(b"\x19" + struct.pack("<I", old.stmt_id))
+            self._close_now(old)
         return n
 
+    def _close_now(self, stmt: Prepared) -> None:
+        """COM_STMT_CLOSE now (no response; the node runs it after what it was sent before). Its holders prepare
+        again where they need it (`retired`)."""
+        stmt.retired = True
+        if not stmt.closed:
+            stmt.closed = True
+            if not self.closed:
+                self.send_only(b"\x19" + struct.pack("<I", stmt.stmt_id))
+
+    def _retire(self, key: tuple) -> None:
+        """Take the cached statement for `key` out of the cache; closed on the node once nobody holds it."""
+        old = self.stmts.pop(key, None)
+        if old is not None:
+            old.retired = True
+            if old.refs <= 0:
+                self.close_statement(old)
+
+    def close_statement(self, stmt: Prepared) -> None:
+        """Close `stmt` on the node: now when nothing runs here (idle in its pool, or a pipeline's connection,
+        whose queued commands go first), else when the connection comes back (`flush_closes`): a COM_STMT_CLOSE
+        must not land between the packets of a command being relayed (LOAD DATA LOCAL)."""
+        stmt.retired = True
+        if stmt.closed or self.closed:
+            stmt.closed = True
+            return
+        if self.in_pool or self.pipe is not None:
+            if self.pipe is not None:
+                self.pipe.flush()
+            self._close_now(stmt)
+        else:
+            stmt.closed = True
+            self.pending_close.append(stmt.stmt_id)
+
+    def flush_closes(self) -> None:
+        ids, self.pending_close = self.pending_close, []
+        if not self.closed and ids:
+            self.transport.write(b"".join(P.frame(b"\x19" + struct.pack("<I", i), 0) for i in ids))
+
+    def hold(self, stmt: Prepared) -> None:
+        stmt.refs += 1
+
+    def drop(self, stmt: Prepared) -> None:
+        """A client statement that used `stmt` is closed (or its client left)."""
+        stmt.refs -= 1
+        if stmt.refs <= 0:
+            stmt.idle_since = time.monotonic()
+            if stmt.retired:
+                self.close_statement(stmt)
+
+    def sweep_statements(self, now: float, idle_timeout: float) -> int:
+        """Close the cached statements nobody holds that are older than the schema epoch or unused for
+        `idle_timeout` seconds (call when nothing runs here). Returns how many."""
+        stale = [key for key, st in self.stmts.items()
+                 if st.refs <= 0 and (st.epoch != schema_epoch or now - st.idle_since >= idle_timeout)]
+        for key in stale:
+            self._retire(key)
+        return len(stale)
+
     def remember_statement(self, sql: bytes, packets: list[bytes]) -> Prepared:
-        """Cache the statement a COM_STMT_PREPARE of `sql` made here (its OK response in `packets`); the least
-        recently used one beyond STMT_CACHE_SIZE is closed on the node."""
+        """Cache the statement a COM_STMT_PREPARE of `sql` made here (its OK response in `packets`), in place of
+        any older one for the same text; the least recently used one beyond STMT_CACHE_SIZE is closed on the node."""
         head = packets[0]
         stmt = Prepared(stmt_id=struct.unpack_from("<I", head, 1)[0], nparams=struct.unpack_from("<H", head, 7)[0],
-                        ncols=struct.unpack_from("<H", head, 5)[0], response=packets)
-        self.stmts[(self.db, sql)] = stmt
+                        ncols=struct.unpack_from("<H", head, 5)[0], response=packets, epoch=schema_epoch,
+                        idle_since=time.monotonic())
+        key = (self.db, sql)
+        if key in self.stmts:
+            self._retire(key)
+        self.stmts[key] = stmt
         if len(self.stmts) > STMT_CACHE_SIZE:
             _, old = self.stmts.popitem(last=False)
-            self.send_only(b"\x19" + struct.pack("<I", old.stmt_id))
+            self._close_now(old)
         return stmt
 
     def cached_stmt(self, sql: bytes) -> Prepared | None:
-        """The statement prepared here for `sql` in the current database, if any."""
-        return self.stmts.get((self.db, sql))
+        """The statement prepared here for `sql` in the current database and schema epoch, if any."""
+        st = self.stmts.get((self.db, sql))
+        return st if st is not None and st.epoch == schema_epoch else None
 
     def forget_statements(self) -> None:
+        """The node dropped every statement of this connection (COM_RESET_CONNECTION)."""
+        for st in self.stmts.values():
+            st.closed = st.retired = True
         self.stmts.clear()
+        self.pending_close = []
 
     @property
     def in_transaction(self) -> bool:
