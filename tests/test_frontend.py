@@ -1,11 +1,12 @@
-"""Pure helpers of ddm.frontend.connection: which statements are session SETs, which need logical metadata names."""
+"""Pure helpers of ddm.frontend (local statements, routing): which statements are session SETs, which need logical
+metadata names, which pin their connection."""
 
 from __future__ import annotations
 
 import pytest
 
-from ddm.frontend import connection as frontend
-from ddm.frontend.connection import _SET_STATEMENT, _metadata_statement, _sets_global
+from ddm.frontend import routing
+from ddm.frontend.local import SET_STATEMENT, metadata_statement, sets_global
 from ddm.wire import backend
 
 
@@ -20,7 +21,7 @@ from ddm.wire import backend
     (b"SET SESSION sql_mode = ''", False),
 ])
 def test_set_global(sql: bytes, is_global: bool) -> None:
-    assert _sets_global(sql) is is_global
+    assert sets_global(sql) is is_global
 
 
 @pytest.mark.parametrize("sql,match", [
@@ -30,7 +31,7 @@ def test_set_global(sql: bytes, is_global: bool) -> None:
     (b"SET SESSION sql_mode = 'STATEMENT'", False),
 ])
 def test_set_statement(sql: bytes, match: bool) -> None:
-    assert bool(_SET_STATEMENT.match(sql)) is match
+    assert bool(SET_STATEMENT.match(sql)) is match
 
 
 @pytest.mark.parametrize("kw,sql,wanted", [
@@ -48,18 +49,18 @@ def test_set_statement(sql: bytes, match: bool) -> None:
     (b"SELECT", b"SELECT c FROM sbtest1 WHERE id = 1", False),
 ])
 def test_metadata_statement(kw: bytes, sql: bytes, wanted: bool) -> None:
-    assert _metadata_statement(kw, sql) is wanted
+    assert metadata_statement(kw, sql) is wanted
 
 
 def test_sets_global_only_for_global_targets():
-    from ddm.frontend.connection import _sets_global
+    from ddm.frontend.local import sets_global
 
-    assert _sets_global(b"SET GLOBAL max_connections = 10")
-    assert _sets_global(b"set @@global.x = 1")
-    assert _sets_global(b"SET @a = 1, GLOBAL b = 2")
-    assert not _sets_global(b"SET @x = @@global.max_connections")  # reads a global: session state
-    assert not _sets_global(b"SET @a = concat(1, @@global.x), @b = 2")
-    assert not _sets_global(b"SET SESSION sql_mode = @@GLOBAL.sql_mode")
+    assert sets_global(b"SET GLOBAL max_connections = 10")
+    assert sets_global(b"set @@global.x = 1")
+    assert sets_global(b"SET @a = 1, GLOBAL b = 2")
+    assert not sets_global(b"SET @x = @@global.max_connections")  # reads a global: session state
+    assert not sets_global(b"SET @a = concat(1, @@global.x), @b = 2")
+    assert not sets_global(b"SET SESSION sql_mode = @@GLOBAL.sql_mode")
 
 
 class _Noted:
@@ -84,22 +85,22 @@ class _Noted:
 def test_note_sticky(sql: bytes, sticky: set[str]) -> None:
     state = _Noted()
     kw = sql.split()[0].upper()
-    if kw in frontend.NOTE_WORDS or frontend._LOCK_HINT(sql) is not None:  # as _com_query decides
-        frontend.ClientConnection._note_sticky(state, kw, sql)
+    if kw in routing.NOTE_WORDS or routing.LOCK_HINT(sql) is not None:  # as _com_query decides
+        routing.RoutingMixin._note_sticky(state, kw, sql)
     assert state.sticky == sticky
 
 
 def test_release_all_locks_unpins_and_ddl_moves_the_schema_epoch() -> None:
     state = _Noted()
-    frontend.ClientConnection._note_sticky(state, b"SELECT", b"SELECT GET_LOCK('a', 0)")
-    frontend.ClientConnection._note_sticky(state, b"SELECT", b"SELECT RELEASE_LOCK('a')")
+    routing.RoutingMixin._note_sticky(state, b"SELECT", b"SELECT GET_LOCK('a', 0)")
+    routing.RoutingMixin._note_sticky(state, b"SELECT", b"SELECT RELEASE_LOCK('a')")
     assert state.sticky == {"userlock"}  # other locks may still be held
-    frontend.ClientConnection._note_sticky(state, b"SELECT", b"SELECT RELEASE_ALL_LOCKS()")
+    routing.RoutingMixin._note_sticky(state, b"SELECT", b"SELECT RELEASE_ALL_LOCKS()")
     assert state.sticky == set()
     before = backend.schema_epoch
-    frontend.ClientConnection._note_sticky(state, b"ALTER", b"ALTER TABLE t ADD c INT")
+    routing.RoutingMixin._note_sticky(state, b"ALTER", b"ALTER TABLE t ADD c INT")
     assert backend.schema_epoch == before + 1 and state.ddl_ran
     state.ddl_ran = False
-    frontend.ClientConnection._note_sticky(state, b"CREATE", b"CREATE TEMPORARY TABLE tmp (a INT)")
-    frontend.ClientConnection._note_sticky(state, b"DROP", b"DROP TEMPORARY TABLE tmp")
+    routing.RoutingMixin._note_sticky(state, b"CREATE", b"CREATE TEMPORARY TABLE tmp (a INT)")
+    routing.RoutingMixin._note_sticky(state, b"DROP", b"DROP TEMPORARY TABLE tmp")
     assert backend.schema_epoch == before + 1 and not state.ddl_ran and state.sticky == {"temporary"}
