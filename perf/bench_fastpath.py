@@ -17,7 +17,7 @@ import timeit
 from pathlib import Path
 from types import SimpleNamespace as NS
 
-from ddm.config.model import load_text
+from ddm.config import load_text
 from ddm.execute import executor
 from ddm.sharding import planner
 from ddm.sharding.plan_cache import PlanCache

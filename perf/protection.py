@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "integration")]
 import pymysql  # noqa: E402
 from ddm_fixtures import RawClient, ddm_config, free_port, start_ddm  # noqa: E402
 
-from ddm.config import model as config_mod  # noqa: E402
+from ddm import config as config_mod  # noqa: E402
 from ddm.tools import sandbox as sb  # noqa: E402
 
 MIB = 1024 * 1024

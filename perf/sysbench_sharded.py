@@ -266,7 +266,7 @@ def _node_conn(env: Env, node: str):
 def check_data(env: Env, db: str, tables: int) -> list[str]:
     """COUNT(*)/SUM(k) of each logical table through ddm vs the sum over its physical tables, and every physical
     row in the table ddm routes its id to. Returns the problems found."""
-    from ddm.config import model as config_mod
+    from ddm import config as config_mod
     from ddm.sharding import routing
 
     cfg = config_mod.load(env.box.config_path)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ddm.config.model import (
+from ddm.config import (
     ConfigError,
     diff_nodes,
     from_dict,

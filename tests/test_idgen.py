@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 import pytest
 
-from ddm.config.model import KeyGenerator
+from ddm.config import KeyGenerator
 from ddm.sharding.idgen import (
     DEFAULT_EPOCH_MS,
     MAX_WAIT_BACKWARDS_MS,

@@ -29,7 +29,7 @@ TESTS = ROOT / "tests"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-from ddm.config import model as config_mod  # noqa: E402
+from ddm import config as config_mod  # noqa: E402
 from ddm.process import control, logs, master, worker  # noqa: E402
 
 
@@ -108,7 +108,7 @@ class EchoServer:
 
 
 def standin_load(path: str):
-    """A minimal loader for the server section, used only while ddm.config.model.load is not implemented yet."""
+    """A minimal loader for the server section, used only while ddm.config.load is not implemented yet."""
     import yaml
 
     with open(path, encoding="utf-8") as f:

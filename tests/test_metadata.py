@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from ddm.config import model as config_mod
+from ddm import config as config_mod
 from ddm.execute import metadata
 from ddm.sharding.plan import PlanError
 from ddm.wire.backend import BackendError, Result

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ddm.config.model import ConfigError, PipelineConfig, PoolConfig, from_dict
+from ddm.config import ConfigError, PipelineConfig, PoolConfig, from_dict
 from ddm.execute import pipeline
 from ddm.execute.pipeline import Pipe, Pipelines, _Group, pipelinable
 from ddm.frontend.connection import ClientConnection, ClientStatement

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlglot
 
-from ddm.config.model import DatabaseConfig, load_text
+from ddm.config import DatabaseConfig, load_text
 from ddm.execute.scatter import plan_sources
 from ddm.sharding import planner
 from ddm.sharding.plan import InsertPlan, MergeDesc, Plan, PlanError, Position, QueryPlan, UnsupportedPlan

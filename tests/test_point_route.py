@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ddm._py import lexer as pylexer
 from ddm._py import shard as pyshard
-from ddm.config.model import load_text
+from ddm.config import load_text
 from ddm.sharding import planner
 from ddm.sharding.plan import PlanError, QueryPlan
 from ddm.sharding.rewrite import point_route

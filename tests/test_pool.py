@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ddm.config.model import EndpointConfig, NodeConfig, PoolConfig
+from ddm.config import EndpointConfig, NodeConfig, PoolConfig
 from ddm.execute.pool import Pool
 from ddm.wire.backend import BackendConnection
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ddm.config.model import PRIVILEGES, ConfigError, from_dict
+from ddm.config import PRIVILEGES, ConfigError, from_dict
 from ddm.protect import privileges
 from ddm.protect.privileges import Guard, scan
 

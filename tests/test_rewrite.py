@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddm.config.model import load_text
+from ddm.config import load_text
 from ddm.sharding import planner
 from ddm.sharding.plan import PlanError
 from ddm.sharding.rewrite import apply_edits, format_blob, format_literal, format_param, quote_bytes

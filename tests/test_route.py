@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddm.config import model as config_mod
+from ddm import config as config_mod
 from ddm.tools import cli, route
 
 ROOT = Path(__file__).resolve().parents[1]

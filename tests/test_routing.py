@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ddm.config.model import DatabaseConfig, DataSource, ShardStrategy, TableRule
+from ddm.config import DatabaseConfig, DataSource, ShardStrategy, TableRule
 from ddm.sharding import routing
 from ddm.sharding.routing import (
     Eq,

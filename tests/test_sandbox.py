@@ -45,7 +45,7 @@ def test_layout_ports_and_free_base() -> None:
 
 
 def test_default_client_user_is_native_and_sha2_user_kept(tmp_path: os.PathLike[str]) -> None:
-    from ddm.config import model as config_mod
+    from ddm import config as config_mod
 
     inst = sb.Instance(name="n0", node="n0", role="primary", port=3310, server_id=1, home=str(tmp_path),
                        socket=os.path.join(str(tmp_path), "s.sock"))

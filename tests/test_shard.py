@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ddm._py import shard as pyshard
-from ddm.config.model import ShardStrategy
+from ddm.config import ShardStrategy
 from ddm_core import shard as cshard
 
 IMPLS = [pytest.param(cshard, id="cython"), pytest.param(pyshard, id="python")]

@@ -243,7 +243,7 @@ def _start_thread(d: DDM) -> None:
 
     import uvloop
 
-    from ddm.config import model as config_mod
+    from ddm import config as config_mod
     from ddm.process.server import Server
 
     cfg = config_mod.load(str(d.config_path))

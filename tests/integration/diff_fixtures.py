@@ -244,7 +244,7 @@ class DdmThread:
     def start(self, config_path: str) -> None:
         import uvloop
 
-        from ddm.config import model as config_mod
+        from ddm import config as config_mod
         from ddm.process.server import Server
 
         cfg = config_mod.load(config_path)
@@ -419,7 +419,7 @@ def make_env(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, layo
     work = tmp_path_factory.mktemp(layout.name)
     cfg_path = work / "ddm.yaml"
     _write_config(sandbox, cfg_path, layout)
-    from ddm.config import model as config_mod
+    from ddm import config as config_mod
 
     dbconf = config_mod.load(str(cfg_path)).databases[layout.name]
     datasources = {name: (ds.node, ds.database) for name, ds in dbconf.datasources.items()}

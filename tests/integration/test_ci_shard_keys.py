@@ -21,7 +21,7 @@ import pymysql
 import pytest
 from ddm_fixtures import NO_TLS, RawClient, ServerError, ddm_config, free_port, start_ddm
 
-from ddm.config.model import ShardStrategy
+from ddm.config import ShardStrategy
 from ddm.tools import sandbox as sb
 from ddm_core import shard as cshard
 

@@ -14,7 +14,7 @@ import pymysql
 import pytest
 from ddm_fixtures import NO_TLS, ddm_config, free_port, start_ddm
 
-from ddm.config import model as config_mod
+from ddm import config as config_mod
 from ddm.tools import sandbox as sb
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-    from ddm.config.model import Config
+    from ddm.config import Config
     from ddm.wire.backend import BackendConnection
     from ddm.wire.session import Session
     from ddm_core.packets import PacketFramer

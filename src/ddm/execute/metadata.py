@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from ddm.config.model import DatabaseConfig, DataSource, TableRule
+from ddm.config import DatabaseConfig, DataSource, TableRule
 from ddm.sharding.plan import PlanError
 from ddm.sharding.rewrite import apply_edits
 from ddm.wire.backend import BackendError, Result

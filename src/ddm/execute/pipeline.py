@@ -52,7 +52,7 @@ from ddm_core.packets import frame
 from ddm_core.protocol import KIND_PREPARE, KIND_RESULT, MODE_COLLECT, MODE_FORWARD
 
 if TYPE_CHECKING:
-    from ddm.config.model import Config, PipelineConfig
+    from ddm.config import Config, PipelineConfig
     from ddm.execute.client import ClientSession
     from ddm.wire.backend import BackendConnection
 

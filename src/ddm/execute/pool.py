@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 
-from ddm.config.model import NodeConfig
+from ddm.config import NodeConfig
 from ddm.wire.backend import BackendConnection, NodeUnavailable
 
 log = logging.getLogger("ddm.execute.pool")

@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 
-from ddm.config.model import Config, UserConfig
+from ddm.config import Config, UserConfig
 from ddm.execute import executor, metadata, threads
 from ddm.execute.client import PH_AUTH, PH_CLOSED, PH_COMMAND, PH_HANDSHAKE, PH_INFILE
 from ddm.execute.infile import InfileRelay

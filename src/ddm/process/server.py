@@ -16,7 +16,7 @@ import ssl
 import time
 
 from ddm import SERVER_VERSION, __version__
-from ddm.config.model import Config
+from ddm.config import Config
 from ddm.execute.executor import ShardingContext
 from ddm.execute.pipeline import Pipelines
 from ddm.execute.pool import PoolSet

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 import ddm
-from ddm.config import model as config_mod
+from ddm import config as config_mod
 from ddm.process import logs
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ddm._py.lexer import _literal
-from ddm.config.model import PRIVILEGES, Config, DatabaseConfig, UserConfig
+from ddm.config import PRIVILEGES, Config, DatabaseConfig, UserConfig
 from ddm.wire.constants import er as ER
 from ddm_core.lexer import (
     T_COMMENT_EXEC,

@@ -19,7 +19,7 @@ from ddm.wire.constants import er
 from ddm_core.lexer import T_COMMENT_EXEC, lex
 
 if TYPE_CHECKING:
-    from ddm.config.model import TableRule
+    from ddm.config import TableRule
 
 
 class PlanError(Exception):

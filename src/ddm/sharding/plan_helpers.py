@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlglot import exp
 
-from ddm.config.model import TableRule
+from ddm.config import TableRule
 from ddm.sharding.plan import (
     PlanError,
     TableRef,

@@ -24,7 +24,7 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
-from ddm.config.model import DatabaseConfig, TableRule
+from ddm.config import DatabaseConfig, TableRule
 from ddm.sharding import rewrite  # noqa: F401  (installs Plan.bind's implementation)
 from ddm.sharding.merge_plan import ScatterBuilder
 from ddm.sharding.plan import (

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 
-from ddm.config.model import DatabaseConfig, ShardStrategy, TableRule
+from ddm.config import DatabaseConfig, ShardStrategy, TableRule
 from ddm_core.shard import ShardFunction, ShardKeyError, make_shard_function
 
 __all__ = [

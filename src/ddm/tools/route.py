@@ -20,7 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ddm.config.model import Config
+from ddm.config import Config
 from ddm.execute import scatter
 from ddm.sharding.plan import InsertPlan, MergeDesc, PlanError, UnsupportedPlan, database_ddl_refusal
 from ddm.sharding.planner import plan as make_plan
@@ -187,7 +187,7 @@ def _one_line(sql: str) -> str:
 def main_route(config_path: str, database: str, statements: list[str], as_json: bool = False) -> int:
     import sys
 
-    from ddm.config import model as config_mod
+    from ddm import config as config_mod
 
     try:
         cfg = config_mod.load(config_path)

@@ -318,7 +318,7 @@ def datasource_locations(db_name: str, spec: Mapping[str, Any]) -> list[tuple[st
 def _locations_from_config(path: str) -> dict[str, list[tuple[str, str]]] | None:
     """Ask ddm.config.model (when its loader exists) where the data sources are; None = loader not available yet."""
     try:
-        from ddm.config import model as ddm_config
+        from ddm import config as ddm_config
 
         cfg = ddm_config.load(path)
     except (ImportError, AttributeError, NotImplementedError):

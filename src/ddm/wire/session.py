@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ddm.config.model import Config, DatabaseConfig
+from ddm.config import Config, DatabaseConfig
 from ddm.wire.backend import BackendConnection
 
 # Collation ids a client may announce in its handshake -> the SET NAMES that reproduces it on a data node.
