@@ -279,7 +279,7 @@ def test_session_dependent_statements_are_not_pipelined(pddm: DDM) -> None:
     _pipe_ready(pddm)
     c = _connect(pddm)
     with contextlib.closing(_connect(pddm, user="ddm")) as d, d.cursor() as cur:
-        # in the session's database `app`: its physical name is refused to clients (ddm.privileges)
+        # in the session's database `app`: its physical name is refused to clients (ddm.protect.privileges)
         cur.execute("CREATE TABLE IF NOT EXISTS pl (id INT PRIMARY KEY, v INT)")
         cur.execute("REPLACE INTO pl VALUES (1, 10)")
     before = _stats(pddm)

@@ -70,9 +70,9 @@ def test_silent_connection_closed_after_connect_timeout(guarded):
     raw = raw_greeted(guarded)
     start = time.monotonic()
     with raw:
-        err = read_error_then_close(raw, CONNECT_TIMEOUT + 5)
+        raw.sock.settimeout(CONNECT_TIMEOUT + 5)
+        assert raw.sock.recv(100) == b""  # closed without a word, as MariaDB does at its connect_timeout
     assert time.monotonic() - start < CONNECT_TIMEOUT + 5
-    assert (err.code, err.message) == (1159, "Got timeout reading communication packets")
     login(guarded).close()  # a real login still works
 
 
@@ -160,7 +160,11 @@ def test_failed_logins_are_logged_and_delayed(guarded):
 def test_wrong_sequence_id_refused(guarded):
     with raw_greeted(guarded) as raw:
         raw.write_packet(raw.handshake_response("native", "nativepw", "sbtest", b"mysql_native_password"), 5)
-        err = read_error_then_close(raw, 10)
+        raw.sock.settimeout(10)
+        p = raw.read_packet()
+        assert raw.seq == 2, raw.seq  # the ERR carries the id ddm expected (1), as MariaDB's does
+        assert raw.closed_by_server(10)
+    err = RawClient.error(p)
     assert (err.code, err.message) == (1156, "Got packets out of order")
     with raw_greeted(guarded) as raw:  # the right id still logs in
         raw.write_packet(raw.handshake_response("native", "nativepw", "sbtest", b"mysql_native_password"), 1)

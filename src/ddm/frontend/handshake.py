@@ -58,20 +58,19 @@ class HandshakeMixin:
             self.server.preauth.release(self.peer)
 
     def _login_timeout(self) -> None:
-        # MariaDB: a connection-phase read that times out (connect_timeout) ends the connection with
-        # ER_NET_READ_INTERRUPTED
+        # as MariaDB 10.11 does at connect_timeout: close, no error packet (it logs "Aborted connection ... This
+        # connection closed normally without authentication")
         self._login_timer = None
         if self.phase == PH_CLOSED or not self._preauth:
             return
         log.info("closed the connection from %s: not logged in within connect_timeout (%g s)", self.peer,
                  self.config.server.connect_timeout)
-        self.send_error(ER.NET_READ_INTERRUPTED, "Got timeout reading communication packets", self.expect_seq)
         self.close()
 
     def _out_of_order(self, seq: int) -> None:
         log.info("closed the connection from %s: connection-phase packet with sequence id %d, expected %d",
                  self.peer, seq, self.expect_seq)
-        self.send_error(ER.NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", (seq + 1) & 0xFF)
+        self.send_error(ER.NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", self.expect_seq)  # as MariaDB
         self.close()
 
     def _login_failed(self, used_password: bool) -> None:
@@ -222,9 +221,14 @@ class HandshakeMixin:
     def _begin_auth(self, user: str, plugin: bytes, resp: bytes) -> None:
         self.session.user = user
         self.user = self.config.users.get(user)
-        # an unknown user goes through the same exchange as a caching_sha2_password user (the default plugin) and
-        # only then gets 1045: the first reply does not tell whether the user exists
-        want = NATIVE if self.user is not None and self.user.auth_plugin == "mysql_native_password" else SHA2
+        # an unknown user goes through the same exchange as a caching_sha2_password user (the default plugin; or
+        # as a mysql_native_password user when every user has that) and only then gets 1045: the first reply does
+        # not tell whether the user exists
+        if self.user is not None:
+            want = NATIVE if self.user.auth_plugin == "mysql_native_password" else SHA2
+        else:
+            users = self.config.users.values()
+            want = NATIVE if users and all(u.auth_plugin == "mysql_native_password" for u in users) else SHA2
         self.auth_plugin = want
         if plugin != want:
             # AuthSwitchRequest: https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_connection_phase_packets_protocol_auth_switch_request.html
