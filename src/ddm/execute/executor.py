@@ -17,10 +17,9 @@ import asyncio
 import logging
 import re
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ddm.execute import lockwait, metadata, scatter
-from ddm.sharding import idgen
+from ddm.execute import keygen, lockwait, metadata, scatter
 from ddm.sharding.plan import (
     DatabasePlan,
     InsertPlan,
@@ -59,7 +58,7 @@ class ShardingContext:
     def __init__(self, server) -> None:
         self.server = server
         self.plans = PlanCache(server.config.server.plan_cache_size)
-        self.generators: dict[tuple[str, str], Any] = {}
+        self.keygen = keygen.Generators(server, synchronize_db)
 
     def plan_for(self, db: str, dbconf, lexed, generation: int) -> Plan:
         found = self.plans.get(db, generation, lexed.digest)
@@ -69,27 +68,7 @@ class ShardingContext:
         return found
 
     def generator(self, db: str, plan: InsertPlan):
-        key = (db, plan.rule.name)
-        gen = self.generators.get(key)
-        if gen is None:
-            dbconf = self.server.config.databases[db]
-            ds = dbconf.datasources[dbconf.default_datasource]
-            pools = self.server.pools
-
-            async def execute(sql: str):
-                # segment blocks are claimed with autocommit statements on the default data source
-                pool = pools.get(ds.node, 0)
-                conn = await pool.acquire()
-                try:
-                    await synchronize_db(conn, ds.database.encode())
-                    return await conn.query(sql.encode())
-                finally:
-                    pool.release(conn)
-
-            gen = idgen.make_generator(plan.rule.key_generator, self.server.worker_id, execute,
-                                       name=f"{db}.{plan.rule.name}")
-            self.generators[key] = gen
-        return gen
+        return self.keygen.get(db, plan.rule)
 
 
 async def synchronize_db(conn: BackendConnection, physical_db: bytes) -> None:
@@ -417,6 +396,8 @@ async def _execute_plan(client: ClientSession, plan: Plan, lexed, params, binary
         raise PlanError(ER.NOT_SUPPORTED_YET, database_ddl_refusal(lexed.sql) or "CREATE/DROP DATABASE")
     keys = None
     if type(plan) is InsertPlan:
+        if plan.rule.key_generator is not None:  # explicit ids first: never generated afterwards
+            await client.server.sharding.keygen.observe_insert(client.session.db, plan, lexed, params)
         need = keys_needed(plan, lexed, params)
         if need:
             keys = await client.server.sharding.generator(client.session.db, plan).next_ids(need)

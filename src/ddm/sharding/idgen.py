@@ -20,6 +20,12 @@ SegmentAllocator
     new next_id, so the statement alone tells us the block, no session state needed). Double-buffered: when 90% of
     the current block is used, the next one is fetched in the background. Ids are consecutive within a block, so
     they spread perfectly over `id % N`; they are unique across processes but only increasing per process.
+    Existing rows: before its first block, an allocator with a `floor` (the largest id already in the table, MAX
+    over every shard, as AUTO_INCREMENT would start past it) raises the row to at least floor + 1 with
+    `INSERT ... ON DUPLICATE KEY UPDATE next_id = GREATEST(next_id, ...)`, atomically, so every process claims its
+    blocks past the rows that existed when it started; the sequence row itself never moves back (restarts and
+    reloads continue after the last block claimed). `observe(id)` does the same for an id written explicitly through
+    this process: the row is raised past it and this process's own unused ids up to it are skipped.
 """
 
 from __future__ import annotations
@@ -182,6 +188,7 @@ class SegmentAllocator:
         prefetch_ratio: float = 0.9,
         table: str = "ddm_sequence",
         create_table: bool = True,
+        floor: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         if not _NAME_RE.match(name):
             raise ValueError(f"segment: sequence name {name!r} must be 1-128 of [A-Za-z0-9_.$-]")
@@ -203,6 +210,7 @@ class SegmentAllocator:
         self._prefetch_at = 0  # start fetching the next block when _cur reaches this
         self._next: tuple[int, int] | None = None  # the prefetched block
         self._fetching: asyncio.Future[None] | None = None
+        self._floor = floor  # the largest id the table already holds (None: nothing to look at, or done)
         self.fetches = 0
 
     # SQL (name is validated above, so quoting it as a literal is safe)
@@ -215,7 +223,28 @@ class SegmentAllocator:
     def _insert_sql(self) -> str:
         return f"INSERT IGNORE INTO {self._table} (name, next_id) VALUES ('{self.name}', {self.initial})"
 
+    def _raise_sql(self, at_least: int) -> str:
+        return (
+            f"INSERT INTO {self._table} (name, next_id) VALUES ('{self.name}', {int(at_least)}) "
+            f"ON DUPLICATE KEY UPDATE next_id = GREATEST(next_id, VALUES(next_id))"
+        )
+
+    async def _raise_to(self, at_least: int) -> None:
+        """The sequence row's next_id becomes at least `at_least` (created when missing)."""
+        for attempt in range(2):
+            try:
+                await self._execute(self._raise_sql(at_least))
+                return
+            except Exception as e:
+                if self._create_table and attempt == 0 and getattr(e, "code", None) == 1146:
+                    await self._execute(SEQUENCE_TABLE_DDL.replace("ddm_sequence", self._table, 1))
+                    continue
+                raise
+
     async def _fetch_block(self) -> tuple[int, int]:
+        if self._floor is not None:
+            await self._raise_to(max(self.initial, int(await self._floor()) + 1))
+            self._floor = None  # done once per allocator: later blocks come after this one
         for attempt in range(4):  # create table, create row, claim (+1 spare)
             try:
                 res = await self._execute(self._update_sql())
@@ -246,6 +275,25 @@ class SegmentAllocator:
             # asyncio from logging "exception was never retrieved" (waiters still get it from their await).
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             self._fetching = task
+
+    async def observe(self, written: int) -> None:
+        """An id was written explicitly (not generated): never hand it out. This process skips its unused ids up to
+        it and the sequence row moves past it, so later blocks of every process start after it. (Blocks other
+        processes already hold are theirs: an explicit id inside one still meets that process's generated id.)"""
+        if self._end > 0 and written < self._cur:
+            return  # below what this process hands out next (and every later block starts past _end)
+        if self._end == 0 and self._floor is not None and self._fetching is None:
+            return  # nothing claimed yet: the floor, read before the first block, sees the row
+        await self._raise_to(written + 1)
+        if self._fetching is not None:  # a block claimed before the raise may hold it
+            try:
+                await asyncio.shield(self._fetching)
+            except Exception:  # noqa: BLE001 (the fetch's waiters get its error)
+                pass
+        if self._cur <= written < self._end:
+            self._cur = written + 1
+        if self._next is not None and self._next[0] <= written:
+            self._next = (written + 1, self._next[1]) if written + 1 < self._next[1] else None
 
     async def next_id(self) -> int:
         return (await self.next_ids(1))[0]
@@ -289,13 +337,15 @@ def _epoch_ms(value: Any) -> int:
 
 
 def make_generator(
-    key_generator: Any, worker_id: int, execute: Execute | None = None, *, name: str | None = None
+    key_generator: Any, worker_id: int, execute: Execute | None = None, *, name: str | None = None,
+    floor: Callable[[], Awaitable[int]] | None = None,
 ) -> Snowflake | SegmentAllocator:
     """Build the generator of a KeyGenerator config.
 
     snowflake props: `worker_id` (added to this process's `worker_id`, so each host can get its own range),
     `epoch` (ms or date). segment props: `name` (default: the `name` argument, e.g. "db.table", else the column),
-    `step` (1000), `initial` (1), `table` (ddm_sequence); needs `execute`."""
+    `step` (1000), `initial` (1), `table` (ddm_sequence); needs `execute`; `floor` (segment only): an async callable
+    returning the largest id the table already holds."""
     props = key_generator.props or {}
     kind = key_generator.type
     if kind == "snowflake":
@@ -309,5 +359,6 @@ def make_generator(
             step=int(props.get("step", 1000)),
             initial=int(props.get("initial", 1)),
             table=str(props.get("table", "ddm_sequence")),
+            floor=floor,
         )
     raise ValueError(f"unknown key generator type {kind!r} (expected snowflake or segment)")

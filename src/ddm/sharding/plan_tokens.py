@@ -15,7 +15,7 @@ NAME_KINDS = (T_IDENT, T_QUOTED_IDENT, T_KEYWORD)
 SYSTEM_SCHEMAS = frozenset({"information_schema", "mysql", "performance_schema", "sys"})
 # Words after which an unqualified name is in table position (FROM a, b: the comma case is checked against the AST)
 TABLE_LEAD = frozenset(
-    b"FROM JOIN INTO UPDATE TABLE TABLES STRAIGHT_JOIN DESCRIBE DESC EXPLAIN REFERENCES LIKE TRUNCATE EXISTS ON ,"
+    b"FROM JOIN INTO UPDATE TABLE TABLES STRAIGHT_JOIN DESCRIBE DESC EXPLAIN REFERENCES LIKE TRUNCATE EXISTS ON USING ,"
     .split()
 )
 SELECT_MODIFIERS = frozenset(

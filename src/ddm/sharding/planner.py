@@ -48,6 +48,7 @@ from ddm.sharding.plan import (
     TableRef,
     UnsupportedPlan,
 )
+from ddm.sharding.plan_aliases import alias_names, delete_targets, drop_alias_qualifiers, target_refs
 from ddm.sharding.plan_helpers import (
     conjuncts,
     drop_noop_refs,
@@ -208,6 +209,11 @@ class Planner:
         tables = r.tables.get(ds, ())
         return tables[0] if tables else None
 
+    def _renamed(self, table: str) -> bool:
+        """Whether some physical table of rule table `table` is not named like the logical table."""
+        r = self.rules.get(table)
+        return r is not None and any(p.lower() != table for tbs in r.tables.values() for p in tbs)
+
     def _names_for(self, refs: Sequence[TableRef], rule: TableRule,
                    targets: Iterable[tuple[str, str]]) -> dict[tuple[str, str], tuple[bytes, ...]]:
         return {tg: tuple(self._render(ref, tg[0], rule, tg) for ref in refs) for tg in targets}
@@ -283,11 +289,16 @@ class Planner:
         names = self._names_for(refs, rule, [(ds, rule.tables[ds][0]) for ds in rule.datasources])
         return QueryPlan("", ROUTE_ONE, "", rule, tuple(refs), names)
 
-    def _check_refs(self, refs: Sequence[TableRef], ast: exp.Expression, ctes: set[str], wanted: set[str]) -> None:
-        """Token occurrences must agree with the AST (table positions and `t.col` qualifiers)."""
+    def _check_refs(self, refs: Sequence[TableRef], ast: exp.Expression, ctes: set[str], wanted: set[str],
+                    skip: Sequence[exp.Table] = ()) -> None:
+        """Token occurrences must agree with the AST (table positions and `t.col` qualifiers); `skip`: AST tables
+        that are not table references (the target names of a multi-table DELETE)."""
+        skipped = {id(tb) for tb in skip}
         for name in wanted:
             in_ast = 0
             for tb in ast.find_all(exp.Table):
+                if id(tb) in skipped:
+                    continue
                 if tb.name.lower() == name and tb.text("db").lower() in ("", self.dbname) \
                         and not (not tb.text("db") and name in ctes):
                     in_ast += 1
@@ -324,6 +335,7 @@ class Planner:
         wanted = {tb.name.lower() for k in ("sharded", "broadcast", "single") for tb in groups[k]}
         refs = self._table_refs(wanted, first)
         self._check_refs(refs, ast, ctes, wanted)
+        refs = drop_alias_qualifiers(t, refs, alias_names(tables, wanted, self._renamed))
         if not groups["sharded"]:
             return self._unsharded_route(groups, None, refs)
         if not isinstance(ast, exp.Select):
@@ -342,9 +354,12 @@ class Planner:
         return QueryPlan("SELECT", ROUTE_SHARD, "", rule, tuple(refs), names, dnf, in_split, scatter, scatter_error)
 
     def _sharded_scope(self, root: exp.Expression, groups: dict[str, list[exp.Table]],
-                       joins: Sequence[exp.Join]) -> tuple[TableRule, dict[str, str]]:
-        """Check the sharded tables can run shard-locally; return the routing rule and alias -> table map."""
+                       joins: Sequence[exp.Join], skip: Sequence[exp.Table] = ()) -> tuple[TableRule, dict[str, str]]:
+        """Check the sharded tables can run shard-locally; return the routing rule and alias -> table map.
+        `skip`: AST tables that only name a table or alias (multi-table DELETE targets)."""
         sharded = groups["sharded"]
+        skipped = {id(tb) for tb in skip}
+        scope = [tb for tb in root.find_all(exp.Table) if enclosing_query(tb) is root and id(tb) not in skipped]
         for tb in sharded:
             if enclosing_query(tb) is not root:
                 raise not_supported(f"subquery on sharded table '{tb.name}'")
@@ -356,17 +371,16 @@ class Planner:
             raise not_supported(f"self-join of sharded table '{names[0]}'")
         rule = self.rules[names[0]]
         aliases: dict[str, str] = {}
-        for tb in root.find_all(exp.Table):
-            if enclosing_query(tb) is root:
-                aliases[tb.alias_or_name.lower()] = tb.name.lower()
-                aliases.setdefault(tb.name.lower(), tb.name.lower())
+        for tb in scope:
+            aliases[tb.alias_or_name.lower()] = tb.name.lower()
+            aliases.setdefault(tb.name.lower(), tb.name.lower())
         if len(names) > 1:
             group = set(rule.binding_group)
             for other in names[1:]:
                 if other not in group:
                     raise not_supported(f"join of sharded tables '{names[0]}' and '{other}' that are not bound")
             self._check_binding_join(root, joins, rule, names, aliases)
-        self.scope_single = sum(1 for tb in root.find_all(exp.Table) if enclosing_query(tb) is root) == 1
+        self.scope_single = len(scope) == 1
         return rule, aliases
 
     def _check_binding_join(self, root: exp.Expression, joins: Sequence[exp.Join], rule: TableRule,
@@ -524,12 +538,19 @@ class Planner:
                 raise
             return self._fixed(self.db.default_datasource, (), write=True)
         ctes = {c.alias_or_name.lower() for c in ast.find_all(exp.CTE)}
-        tables = list(ast.find_all(exp.Table))
+        every = list(ast.find_all(exp.Table))
+        targets, span = delete_targets(t, first, ast, every)
+        tables = [tb for tb in every if all(tb is not x for x in targets)]
         groups = self._classify(tables, ctes)
         wanted = {tb.name.lower() for k in ("sharded", "broadcast", "single") for tb in groups[k]}
         refs = self._table_refs(wanted, first)
-        self._check_refs(refs, ast, ctes, wanted)
-        target = ast.this if isinstance(ast.this, exp.Table) else None
+        if span is not None:
+            refs = [r for r in refs if not span[0] <= r.first <= span[1]]
+        self._check_refs(refs, ast, ctes, wanted, targets)
+        refs = drop_alias_qualifiers(t, refs, alias_names(tables, wanted, self._renamed))
+        if span is not None:
+            refs = sorted(refs + target_refs(t, span, tables, wanted, self.dbname), key=lambda r: r.first)
+        target = ast.this if isinstance(ast.this, exp.Table) and all(ast.this is not x for x in targets) else None
         top = [tb for tb in tables if enclosing_query(tb) is ast]
         if not groups["sharded"]:
             write = target.name.lower() if target is not None else (top[0].name.lower() if top else None)
@@ -540,7 +561,7 @@ class Planner:
         if len(top) != 1 or groups["broadcast"] and len(tables) > 1 and statement == "DELETE":
             if len(top) != 1:
                 raise not_supported(f"multi-table {statement} on sharded table '{groups['sharded'][0].name}'")
-        rule, aliases = self._sharded_scope(ast, groups, ast.args.get("joins") or [])
+        rule, aliases = self._sharded_scope(ast, groups, ast.args.get("joins") or [], targets)
         if statement == "UPDATE":
             keys = shard_columns(rule)
             for assign in ast.expressions:

@@ -705,6 +705,15 @@ def keys_needed(plan: InsertPlan, lexed: Any, params: Sequence[Any] | None = Non
     return sum(1 for r in plan.rows if r.key == KEY_GENERATE or _auto_value(b.value(r.key)))
 
 
+def given_keys(plan: InsertPlan, lexed: Any, params: Sequence[Any] | None = None) -> list[int]:
+    """The integer key values an INSERT writes explicitly into its generator's column (not generated)."""
+    if plan.rule.key_generator is None or plan.gen_column_tok >= 0:
+        return []
+    b = _Bound(lexed, lexed.sql, params)
+    vals = (b.value(r.key, r.key_neg) for r in plan.rows if r.key != KEY_GENERATE)
+    return [int(v) for v in vals if type(v) in (int, decimal.Decimal) and not _auto_value(v)]
+
+
 def _auto_value(v: Any) -> bool:
     """NULL or 0 in a generated key column asks for a new id, as for AUTO_INCREMENT (without the
     NO_AUTO_VALUE_ON_ZERO sql_mode): routing by 0 would place the row where its real id does not belong."""
