@@ -126,3 +126,19 @@ def test_reset_forgets_statements_without_closing_them():
         conn.drop(a)
         assert conn.transport.closes() == [] and a.closed
     run(go())
+
+
+def test_long_data_never_goes_to_a_node_statement_only_others_used():
+    from ddm.frontend.connection import ClientConnection, ClientStatement
+
+    async def go() -> None:
+        conn = FakeConn()
+        shared, _ = await conn.prepare(b"INSERT INTO t VALUES (?)")  # another client's, executed inline there
+        stmt = ClientStatement(1, b"INSERT INTO t VALUES (?)", "n0", 1, 0, [])
+        assert await ClientConnection.node_statement(None, conn, stmt, stmt.sql) is shared  # no long data: reused
+        stmt.long_data = [b"\x18\x01\x00\x00\x00\x00\x00data"]
+        own = await ClientConnection.node_statement(None, conn, stmt, stmt.sql)
+        assert own is not shared and conn.prepares == 2  # its own, prepared for it
+        stmt.hold(conn, own)
+        assert await ClientConnection.node_statement(None, conn, stmt, stmt.sql) is own  # and kept for it
+    run(go())

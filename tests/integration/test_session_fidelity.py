@@ -183,6 +183,9 @@ def _execute_long_data(c: RawClient, sql: str, ident: int, text: bytes) -> Any:
     """PREPARE an INSERT of (?, ?), send the second parameter as COM_STMT_SEND_LONG_DATA, EXECUTE, CLOSE."""
     sid, _, nparams = prepare(c, sql)
     assert nparams == 2
+    if text.isdigit():  # inline first (MariaDB 10.11 stores an address for long data sent after that)
+        c.execute(sid, [ident, int(text)])
+        ident += 1
     c.send_long_data(sid, 1, text)
     payload = (b"\x17" + struct.pack("<IBI", sid, 0, 1) + b"\x00" + b"\x01" + b"\x08\x00\xfc\x00"
                + struct.pack("<q", ident))
@@ -207,7 +210,27 @@ def test_long_data_across_two_clients_on_recreated_tables(targets: list[Target])
         assert _execute_long_data(second, insert, 2, b"the string sent") == 0
         rows[t.name] = node_sql(t.node, "SELECT id, v FROM sf_ld ORDER BY id")
     node_sql(targets[0].node, "DROP TABLE IF EXISTS sf_ld")
+    # (the first client's rows went with its table; the second client's statement never got an inline value)
     assert rows["ddm"] == rows["direct"] == [(2, "the string sent")]
+
+
+def test_long_data_after_another_clients_inline_execute(targets: list[Target]) -> None:
+    """Same table, no DDL: the first client executes the INSERT with inline values and stays; the second sends its
+    value as long data. Its statement must not be the first client's node statement."""
+    rows = {}
+    insert = "INSERT INTO sf_ld2 VALUES (?, ?)"
+    for t in targets:
+        node_sql(t.node, "DROP TABLE IF EXISTS sf_ld2")
+        node_sql(t.node, "CREATE TABLE sf_ld2 (id INT, v VARCHAR(64))")
+        first = t.raw()
+        sid, _, _ = prepare(first, insert)
+        first.execute(sid, [1, 11])
+        second = t.raw()
+        assert _execute_long_data(second, insert, 2, b"long data of the second client") == 0
+        first.execute(sid, [3, 33])
+        rows[t.name] = node_sql(t.node, "SELECT id, v FROM sf_ld2 ORDER BY id")
+    node_sql(targets[0].node, "DROP TABLE IF EXISTS sf_ld2")
+    assert rows["ddm"] == rows["direct"] == [(1, "11"), (2, "long data of the second client"), (3, "33")]
 
 
 def test_closed_statements_are_closed_on_the_node(targets: list[Target]) -> None:

@@ -449,7 +449,7 @@ async def _execute_prepared_unit(client: ClientSession, unit, stmt) -> None:
     node, phys = location(client, unit.datasource)
     conn = await _conn_for_unit(client, node, phys)
     try:
-        bstmt, _ = await conn.prepare(unit.sql)
+        bstmt = await client.node_statement(conn, stmt, unit.sql)
     except BaseException:
         _settle_unit_conn(client, conn)
         raise

@@ -209,10 +209,23 @@ class PreparedStatementsMixin:
         bstmt.types_bound = stmt.param_types
         return head + payload[5:bitmap_end] + b"\x01" + stmt.param_types + payload[bitmap_end + 1:]
 
+    async def node_statement(self, conn: BackendConnection, stmt: ClientStatement, sql: bytes) -> backend.Prepared:
+        """The node statement on `conn` to execute `stmt` (node text `sql`) with. With long data, never one only
+        other client statements used: MariaDB stores garbage (an address) for a parameter sent as long data to a
+        statement that got that parameter inline before (10.11), so the client's own one there, else a new one."""
+        if stmt.long_data:
+            for bstmt, where in stmt.held.items():
+                if where is conn and bstmt.sql == sql and not bstmt.closed:
+                    return bstmt
+            bstmt, _ = await conn.prepare(sql, fresh=True)
+            return bstmt
+        bstmt, _ = await conn.prepare(sql)
+        return bstmt
+
     async def _execute_slow(self, stmt: ClientStatement, payload: bytes, node: str, phys: bytes | None) -> None:
         conn = stmt.cursor_conn or await self._conn_for(node, phys)
         try:
-            bstmt, _ = await conn.prepare(stmt.sql)
+            bstmt = await self.node_statement(conn, stmt, stmt.sql)
         except BaseException:
             if conn is not self.conn and conn is not stmt.cursor_conn:
                 self.give_back(conn)

@@ -118,6 +118,7 @@ class Prepared:
     idle_since: float = 0.0  # when refs last dropped to 0 (or it was made)
     retired: bool = False  # no longer in the connection's cache: closed when refs drops to 0
     closed: bool = False  # closed on the node (or the node forgot it: COM_RESET_CONNECTION)
+    sql: bytes = b""
 
 
 def parse_handshake(payload: bytes) -> dict:
@@ -575,7 +576,7 @@ class BackendConnection(BackendCore):
         head = packets[0]
         stmt = Prepared(stmt_id=struct.unpack_from("<I", head, 1)[0], nparams=struct.unpack_from("<H", head, 7)[0],
                         ncols=struct.unpack_from("<H", head, 5)[0], response=packets, epoch=schema_epoch,
-                        idle_since=time.monotonic())
+                        idle_since=time.monotonic(), sql=sql)
         key = (self.db, sql)
         if key in self.stmts:
             self._retire(key)
