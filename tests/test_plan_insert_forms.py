@@ -85,10 +85,46 @@ def test_column_cache_ttl_generation_and_use() -> None:
     cache = ColumnCache(clock=lambda: now[0])
     cache.by_db["shop"] = {"orders": (now[0], 3, ("a", "b"))}
     known = cache.known("shop", 3)
-    assert dict(known) == {"orders": ("a", "b")} and not known.used
-    assert known["orders"] == ("a", "b") and known.used
+    assert dict(known) == {"orders": ("a", "b")} and known.used is None
+    assert known["orders"] == ("a", "b") and known.used == "orders"
     assert cache.known("shop", 4) == {}  # another configuration generation
     now[0] += 5
     assert cache.known("shop", 3) == {}  # expired: read again
     cache.forget("shop", "orders")
     assert cache.by_db["shop"] == {}
+
+
+def test_plans_built_on_a_definition_are_reused_while_it_holds() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from ddm.execute.executor import ShardingContext
+
+    now = [0.0]
+    server = SimpleNamespace(config=SimpleNamespace(server=SimpleNamespace(plan_cache_size=16)), worker_id=0)
+    ctx = ShardingContext(server)
+    ctx.columns.clock = lambda: now[0]
+    definition = [("order_id", "user_id", "status")]
+    reads: list[str] = []
+
+    async def fetch(db: str, generation: int, rule, query) -> tuple[str, ...]:
+        reads.append(rule.name)
+        ctx.columns.by_db.setdefault(db, {})[rule.name] = (now[0], generation, definition[0])
+        return definition[0]
+
+    ctx.columns.fetch = fetch  # type: ignore[method-assign]
+    lexed = LEXERS[0].lex(b"INSERT INTO orders VALUES (5, 1, 'x')")
+
+    async def plan() -> object:
+        return await ctx.plan_async("shop", SHOP, lexed, 1)
+
+    first = asyncio.run(plan())
+    assert isinstance(first, InsertPlan) and reads == ["orders"]
+    assert asyncio.run(plan()) is first and reads == ["orders"]  # within the TTL: no read, same plan
+    now[0] += 10
+    assert asyncio.run(plan()) is first and reads == ["orders", "orders"]  # read again, unchanged: same plan
+    now[0] += 10
+    definition[0] = ("order_id", "status", "user_id")
+    again = asyncio.run(plan())
+    assert again is not first and reads == ["orders"] * 3
+    assert again.bind(lexed).units[0].sql.decode().startswith("INSERT INTO orders_")

@@ -2,8 +2,9 @@
 
 Read once per (logical database, table) and worker from information_schema on the first physical table of every data
 source of the rule, in parallel; physical tables that disagree are refused (1235), since the same statement would
-mean different columns on different shards. A DDL statement through ddm on the table forgets its entry (and the
-executor drops the plans built with it).
+mean different columns on different shards. A definition is trusted for TTL seconds, then read again; a DDL
+statement through ddm on the table forgets it at once. The executor keeps a plan built on a definition together
+with it and uses the plan only while the definition read is the same.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ TTL = 2.0  # seconds a definition is trusted: DDL through another worker (or on 
 
 
 class Known(dict):
-    """The definitions of one database handed to the planner; `used` tells whether the plan depends on them (such a
-    plan is not cached: the definition may change under it)."""
+    """The definitions of one database handed to the planner; `used`: the table whose definition the plan was
+    built on (None: the plan does not depend on one), so the plan is only used while the definition is the same."""
 
-    used = False
+    used: str | None = None
 
     def __getitem__(self, key: str) -> tuple[str, ...]:
-        self.used = True
+        self.used = key
         return super().__getitem__(key)
 
 

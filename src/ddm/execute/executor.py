@@ -63,15 +63,22 @@ class ShardingContext:
         self.plans = PlanCache(server.config.server.plan_cache_size)
         self.keygen = keygen.Generators(server, synchronize_db)
         self.columns = ColumnCache()
+        self.column_plans = PlanCache(256)  # -> (table, its columns, plan): INSERTs without a column list
 
     async def plan_async(self, db: str, dbconf, lexed, generation: int) -> Plan:
         """The cached plan, else a new one (cached), reading a table's columns from its shards when an INSERT
-        without a column list needs them (such plans are not cached: ddm.execute.columns)."""
+        without a column list needs them: such a plan is kept with the columns it was built on and used while they
+        are still the table's (ddm.execute.columns)."""
         found = self.plans.get(db, generation, lexed.digest)
         if found is not None:
             return found
+        held = self.column_plans.get(db, generation, lexed.digest)
         for _attempt in range(4):
             known = self.columns.known(db, generation)
+            if held is not None and held[0] in known:
+                if known[held[0]] == held[1]:
+                    return held[2]
+                held = None  # the definition changed: plan again
             try:
                 found = make_plan(lexed, dbconf, lexed.sql, known)
             except NeedsColumns as e:
@@ -82,13 +89,16 @@ class ShardingContext:
                 except PlanError as pe:
                     return UnsupportedPlan(pe.code, pe.message)
                 continue
-            if not known.used:
+            if known.used is None:
                 self.plans.put(db, generation, lexed.digest, found)
+            else:
+                self.column_plans.put(db, generation, lexed.digest, (known.used, known[known.used], found))
             return found
         return UnsupportedPlan(ER.NOT_SUPPORTED_YET, "INSERT without a column list: table definitions keep changing")
 
     def after_ddl(self, db: str, plan: Plan) -> None:
-        """A DDL statement ran on a sharded table: forget its columns (plans that used them are never cached)."""
+        """A DDL statement ran on a sharded table: forget its columns (plans built on them are checked against the
+        columns read again)."""
         rule = getattr(plan, "rule", None)
         if rule is not None:
             self.columns.forget(db, rule.name.lower())
