@@ -1038,7 +1038,7 @@ class DmlGen:
                 if d.chance(50):
                     return sql.replace("INSERT INTO", "INSERT IGNORE INTO", 1)
                 return sql + f" ON DUPLICATE KEY UPDATE {other} = VALUES({other})"
-            return insert_sql(table, rows, tuple(cols), name)
+            return self.insert_form(table, rows, cols, name)
         cond = self.condition(table)
         if op == "delete":
             if table == "t" and d.chance(15):  # ORDER BY / LIMIT: fine on one shard, refused on several
@@ -1054,6 +1054,19 @@ class DmlGen:
             "solo2": ["v = v + 10", "s = NULL"],
         }[table]
         return f"UPDATE {name} SET {', '.join(d.subset(sets, 1, 2))} WHERE {cond}"
+
+    def insert_form(self, table: str, rows: list[tuple], cols: list[str], name: str) -> str:
+        """The INSERT of fresh rows in one of the forms ddm takes: with a column list (most), without one (the
+        definition's order), REPLACE, or INSERT ... SET of the first row (drawn from self.rng: self.d's sequence stays)."""
+        sql = insert_sql(table, rows, tuple(cols), name)
+        form = self.rng.random()
+        if form < 0.1 and tuple(cols) == COLUMNS[table]:
+            return sql.replace(f" ({', '.join(cols)}) VALUES ", " VALUES ", 1)
+        if form < 0.2:  # its first row
+            return f"INSERT INTO {name} SET " + ", ".join(f"{c} = {lit(v)}" for c, v in zip(cols, rows[0], strict=True))
+        if form < 0.3:
+            return sql.replace("INSERT INTO", "REPLACE INTO", 1)
+        return sql
 
     def condition(self, table: str) -> str:
         d = self.d

@@ -58,6 +58,20 @@ def sysbench_env(mariadb: dict[str, str], tmp_path_factory: pytest.TempPathFacto
         suite.stop_env(env)
 
 
+def test_generated_ids_after_explicit_ids(sysbench_env) -> None:
+    """Issue 13's reproduction, first in this module so the segment sequence is fresh: prepare with explicit ids
+    (--auto_inc=off, ids 1..N), then oltp_insert with --auto_inc=on (id 0: ddm generates). The generator starts past
+    MAX(id) of every shard: no 1062 Duplicate entry (sysbench would stop with FATAL)."""
+    db = suite.LAYOUTS["4x8"][1]
+    kw = {"tables": 1, "table_size": TABLE_SIZE, "threads": THREADS}
+    suite.sysbench(sysbench_env, db, "oltp_read_write", "cleanup", auto_inc=False, **kw)
+    prep = suite.sysbench(sysbench_env, db, "oltp_read_write", "prepare", auto_inc=False, **kw)
+    assert prep.ok, prep.problem()
+    run = suite.sysbench(sysbench_env, db, "oltp_insert", "run", auto_inc=True, seconds=SECONDS, **kw)
+    assert run.ok, run.problem()
+    assert not suite.check_data(sysbench_env, db, 1)
+
+
 @pytest.mark.parametrize("auto_inc", [True, False], ids=["auto_inc_on", "auto_inc_off"])
 @pytest.mark.parametrize("layout", ["4x8", "32x32"])
 def test_sysbench_workloads(sysbench_env, layout: str, auto_inc: bool) -> None:

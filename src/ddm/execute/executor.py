@@ -20,9 +20,11 @@ import struct
 from typing import TYPE_CHECKING
 
 from ddm.execute import keygen, lockwait, metadata, scatter
+from ddm.execute.columns import ColumnCache
 from ddm.sharding.plan import (
     DatabasePlan,
     InsertPlan,
+    NeedsColumns,
     Plan,
     PlanError,
     QueryPlan,
@@ -50,6 +52,7 @@ log = logging.getLogger("ddm.execute.executor")
 TXN_BEGIN = {b"BEGIN", b"START"}
 TXN_END = {b"COMMIT", b"ROLLBACK"}
 TXN_WORDS = frozenset(TXN_BEGIN | TXN_END)
+_DDL = frozenset({"CREATE", "ALTER", "DROP", "RENAME"})
 
 
 class ShardingContext:
@@ -59,13 +62,46 @@ class ShardingContext:
         self.server = server
         self.plans = PlanCache(server.config.server.plan_cache_size)
         self.keygen = keygen.Generators(server, synchronize_db)
+        self.columns = ColumnCache()
+        self.column_plans = PlanCache(256)  # -> (table, its columns, plan): INSERTs without a column list
 
-    def plan_for(self, db: str, dbconf, lexed, generation: int) -> Plan:
+    async def plan_async(self, db: str, dbconf, lexed, generation: int) -> Plan:
+        """The cached plan, else a new one (cached), reading a table's columns from its shards when an INSERT
+        without a column list needs them: such a plan is kept with the columns it was built on and used while they
+        are still the table's (ddm.execute.columns)."""
         found = self.plans.get(db, generation, lexed.digest)
-        if found is None:
-            found = make_plan(lexed, dbconf, lexed.sql)
-            self.plans.put(db, generation, lexed.digest, found)
-        return found
+        if found is not None:
+            return found
+        held = self.column_plans.get(db, generation, lexed.digest)
+        for _attempt in range(4):
+            known = self.columns.known(db, generation)
+            if held is not None and held[0] in known:
+                if known[held[0]] == held[1]:
+                    return held[2]
+                held = None  # the definition changed: plan again
+            try:
+                found = make_plan(lexed, dbconf, lexed.sql, known)
+            except NeedsColumns as e:
+                rule = next(r for n, r in dbconf.tables.items() if n.lower() == e.table)
+                try:
+                    await self.columns.fetch(db, generation, rule,
+                                             lambda ds, sql: self.keygen.run_on(db, ds, sql))
+                except PlanError as pe:
+                    return UnsupportedPlan(pe.code, pe.message)
+                continue
+            if known.used is None:
+                self.plans.put(db, generation, lexed.digest, found)
+            else:
+                self.column_plans.put(db, generation, lexed.digest, (known.used, known[known.used], found))
+            return found
+        return UnsupportedPlan(ER.NOT_SUPPORTED_YET, "INSERT without a column list: table definitions keep changing")
+
+    def after_ddl(self, db: str, plan: Plan) -> None:
+        """A DDL statement ran on a sharded table: forget its columns (plans built on them are checked against the
+        columns read again)."""
+        rule = getattr(plan, "rule", None)
+        if rule is not None:
+            self.columns.forget(db, rule.name.lower())
 
     def generator(self, db: str, plan: InsertPlan):
         return self.keygen.get(db, plan.rule)
@@ -325,8 +361,11 @@ async def _run_query(client: ClientSession, sql: bytes, lexed=None, bound=None) 
     if bound is not None:
         await _run_and_reply(client, bound, False)
         return
-    plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
+    plan = await client.server.sharding.plan_async(client.session.db, client.session.dbconf, lexed,
+                                                   client.config.generation)
     await _execute_plan(client, plan, lexed, None, binary=False)
+    if type(plan) is QueryPlan and plan.statement in _DDL:
+        client.server.sharding.after_ddl(client.session.db, plan)
 
 
 # FOR UPDATE / FOR SHARE / LOCK IN SHARE MODE (a match inside a string literal only costs streaming)
@@ -471,7 +510,8 @@ async def prepare(client: ClientSession, sql: bytes):
     """COM_STMT_PREPARE on a sharded database: plan it, prepare a representative physical statement on one shard
     for the metadata (parameter and column definitions) the client needs."""
     lexed = lex(sql)
-    plan = client.server.sharding.plan_for(client.session.db, client.session.dbconf, lexed, client.config.generation)
+    plan = await client.server.sharding.plan_async(client.session.db, client.session.dbconf, lexed,
+                                                   client.config.generation)
     if type(plan) is UnsupportedPlan:
         raise plan.error()
     if type(plan) is DatabasePlan:

@@ -36,7 +36,7 @@ class Generators:
         self.synchronize_db = synchronize_db
         self.by_table: dict[tuple[str, str], tuple[Any, Any]] = {}  # -> (its KeyGenerator config, generator)
 
-    async def _on(self, db: str, ds_name: str, sql: bytes) -> Any:
+    async def run_on(self, db: str, ds_name: str, sql: bytes) -> Any:
         ds = self.server.config.databases[db].datasources[ds_name]
         pool = self.server.pools.get(ds.node, 0)
         conn = await pool.acquire()
@@ -48,7 +48,7 @@ class Generators:
 
     async def _floor(self, db: str, rule: TableRule) -> int:
         column = rule.key_generator.column  # type: ignore[union-attr]
-        results = await asyncio.gather(*(self._on(db, ds, floor_sql(column, tables))
+        results = await asyncio.gather(*(self.run_on(db, ds, floor_sql(column, tables))
                                           for ds, tables in rule.tables.items() if tables))
         top = 0
         for res in results:
@@ -70,7 +70,7 @@ class Generators:
             dbconf = self.server.config.databases[db]
 
             async def execute(sql: str) -> Any:
-                return await self._on(db, dbconf.default_datasource, sql.encode())
+                return await self.run_on(db, dbconf.default_datasource, sql.encode())
 
             async def floor() -> int:
                 return await self._floor(db, rule)

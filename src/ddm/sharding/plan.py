@@ -294,7 +294,8 @@ class InsertPlan(Plan):
     add_column_tok: when the key column is absent from the column list, the token of the list's `)`: the rewrite
     inserts `, column` before it and `, <generated id>` before each row's `)`.
     gen_column_tok: the same for the rule's key_generator column when it is another column than the key and is
-    absent from the column list: `, gen_column` and a generated id per row are appended (the key routes)."""
+    absent from the column list: `, gen_column` and a generated id per row are appended (the key routes).
+    set_form: `INSERT ... SET a = 1, ...` as one row whose tokens open..close are the assignments."""
 
     statement: str
     rule: TableRule
@@ -305,6 +306,7 @@ class InsertPlan(Plan):
     add_column_tok: int
     router: Any = None
     gen_column_tok: int = -1
+    set_form: bool = False  # INSERT ... SET: one row, open..close = its assignments; generated values appended
     kind = "insert"
     is_write = True
 
@@ -388,3 +390,11 @@ def database_ddl_refusal(sql: bytes) -> str | None:
                "file, run `ddm reload`, then drop its physical databases on the data nodes")
     return (f"This version of ddm doesn't yet support '{what}' from a client: logical databases are defined in "
             f"ddm's configuration; {how}")
+
+
+class NeedsColumns(Exception):  # noqa: N818 (a request, not an error)
+    """The planner needs the definition-order columns of sharded table `table` (INSERT without a column list)."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(table)
+        self.table = table

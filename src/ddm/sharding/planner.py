@@ -18,7 +18,7 @@ refused at bind time when the values route the query to more than one shard.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlglot
@@ -41,6 +41,7 @@ from ddm.sharding.plan import (
     InsertRow,
     InSplit,
     KeyCond,
+    NeedsColumns,
     Plan,
     PlanError,
     QueryPlan,
@@ -59,6 +60,7 @@ from ddm.sharding.plan_helpers import (
     shard_columns,
     slot_of,
 )
+from ddm.sharding.plan_insert_set import plan_insert_set
 from ddm.sharding.plan_tokens import (
     CMP,
     FLIP,
@@ -75,12 +77,15 @@ from ddm.sharding.routing import router_for
 from ddm.wire.constants import er
 
 
-def plan(lexed: Any, db: DatabaseConfig, sql: bytes | None = None) -> Plan:
-    """Plan one statement of logical database `db`. Never raises for bad SQL: refusals are UnsupportedPlans."""
+def plan(lexed: Any, db: DatabaseConfig, sql: bytes | None = None,
+         columns: Mapping[str, tuple[str, ...]] | None = None) -> Plan:
+    """Plan one statement of logical database `db`. Never raises for bad SQL: refusals are UnsupportedPlans.
+    `columns`: the column names of sharded tables in definition order, for INSERT without a column list; when given
+    and a table the statement needs is missing from it, raises NeedsColumns (the caller reads them, plans again)."""
     if sql is None:
         sql = lexed.sql
     try:
-        result = Planner(PlanTokens(lexed, sql), db).run()
+        result = Planner(PlanTokens(lexed, sql), db, columns).run()
     except PlanError as e:
         return UnsupportedPlan(e.code, e.message)
     rule = getattr(result, "rule", None)
@@ -94,8 +99,9 @@ def plan(lexed: Any, db: DatabaseConfig, sql: bytes | None = None) -> Plan:
 
 
 class Planner:
-    def __init__(self, t: PlanTokens, db: DatabaseConfig) -> None:
+    def __init__(self, t: PlanTokens, db: DatabaseConfig, columns: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.t = t
+        self.columns = columns
         self.db = db
         self.dbname = db.name.lower()
         self.rules: dict[str, TableRule] = {name.lower(): rule for name, rule in db.tables.items()}
@@ -626,11 +632,15 @@ class Planner:
                 if ds not in self.rules[b].tables:
                     raise not_supported(f"broadcast table '{b}' has no copy on data source '{ds}'")
             return self._fixed(ds, refs, write=True)
-        if not (t.is_word(j, b"VALUES") or t.is_word(j, b"VALUE")):
+        set_form = cols is None and t.is_word(j, b"SET")
+        if not (t.is_word(j, b"VALUES") or t.is_word(j, b"VALUE") or set_form):
             what = t.up[j].decode() if j < t.end else "end"
-            raise not_supported(f"{statement} ... {what} into {rule.kind} table '{table}' (only VALUES is supported)")
+            raise not_supported(f"{statement} ... {what} into {rule.kind} table '{table}' (only VALUES and SET are "
+                                f"supported)")
         if self._mentions_rule_tables(j + 1, t.end - 1, ("sharded",)) and rule.kind == "broadcast":
             raise not_supported(f"{statement} into broadcast table '{table}' reading sharded tables")
+        if set_form:
+            return plan_insert_set(self, statement, rule, table, first, j)
         rows_first = j + 1
         rows, suffix = self._value_rows(rows_first)
         refs = self._table_refs({table}, first, rows_first - 1)
@@ -643,7 +653,11 @@ class Planner:
             raise not_supported(f"{statement} into '{table}' whose strategies use different columns")
         (key,) = key_cols
         if cols is None:
-            raise not_supported(f"{statement} into sharded table '{table}' without a column list")
+            if self.columns is None:
+                raise not_supported(f"{statement} into sharded table '{table}' without a column list")
+            if table not in self.columns:
+                raise NeedsColumns(table)
+            cols = [c.lower() for c in self.columns[table]]
         self._check_odku(suffix, key, rule)
         gen = rule.key_generator is not None and rule.key_generator.column.lower() == key
         key_pos = cols.index(key) if key in cols else -1

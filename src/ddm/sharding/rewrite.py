@@ -736,8 +736,7 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
             if g is None:
                 raise PlanError(er.UNKNOWN_ERROR, "not enough generated keys for INSERT")
             generated.append(g)
-            at = lexed.start(r.close)
-            gen_edits.append((at, at, b", " + str(g).encode()))
+            gen_edits.append(_appended(plan, lexed, r, plan.rule.key_generator.column, g))
             if v is None:
                 raise PlanError(er.NOT_SUPPORTED_YET,
                                 f"NULL sharding key '{col}' for table '{plan.rule.name}' (row {n})")
@@ -753,8 +752,7 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
             if r.key_tok >= 0:
                 gen_edits.append((lexed.start(r.key_tok), lexed.end(r.key_tok), lit))
             else:
-                at = lexed.start(r.close)
-                gen_edits.append((at, at, b", " + lit))
+                gen_edits.append(_appended(plan, lexed, r, col, v))
         row_keys.append(v)
     # group rows by target, in physical order
     by_target: dict[tuple[str, str], list[int]] = {}
@@ -771,10 +769,10 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
     row_hi = lexed.end(rows[-1].close)
     head_edits: list[Edit] = [e for e in b.param_edits if e[1] <= row_lo]
     tail_edits: list[Edit] = [e for e in b.param_edits if e[0] >= row_hi]
-    if plan.add_column_tok >= 0:
+    if plan.add_column_tok >= 0 and not plan.set_form:
         at = lexed.start(plan.add_column_tok)
         head_edits.append((at, at, b", " + _quote_ident(col)))
-    if plan.gen_column_tok >= 0:
+    if plan.gen_column_tok >= 0 and not plan.set_form:
         at = lexed.start(plan.gen_column_tok)
         head_edits.append((at, at, b", " + _quote_ident(plan.rule.key_generator.column)))
     row_texts = _row_texts(plan, b, gen_edits) if len(by_target) > 1 or gen_edits or b.param_edits else None
@@ -783,6 +781,9 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
     for tg in (t for t in plan.names if t in by_target):
         repl = plan.names[tg]
         table_edits = [(s, e, r) for (s, e), r in zip(spans, repl, strict=True)]
+        if plan.set_form:  # one row whose assignments may name the table (`t.col = 1`): every edit, one pass
+            units.append(Unit(tg[0], apply_edits(sql, gen_edits + b.param_edits + table_edits)))
+            continue
         head = apply_edits(sql, head_edits + [e for e in table_edits if e[1] <= row_lo], 0, row_lo)
         if row_texts is None:  # one target, nothing to change inside the rows: keep them as one slice
             body = sql[row_lo:row_hi]
@@ -791,6 +792,16 @@ def _bind_insert(plan: InsertPlan, b: _Bound, keys: Sequence[int] | None) -> Exe
         tail = apply_edits(sql, tail_edits + [e for e in table_edits if e[0] >= row_hi], row_hi, len(sql))
         units.append(Unit(tg[0], head + body + tail))
     return ExecutionUnits(tuple(units), None, tuple(generated), True)
+
+
+def _appended(plan: InsertPlan, lexed: Any, r: Any, column: str, value: int) -> Edit:
+    """The edit adding a generated value to a row: `, v` before a VALUES tuple's `)`, or `, col = v` after the last
+    assignment of INSERT ... SET."""
+    if plan.set_form:
+        at = lexed.end(r.close)
+        return (at, at, b", " + _quote_ident(column) + b" = " + str(value).encode())
+    at = lexed.start(r.close)
+    return (at, at, b", " + str(value).encode())
 
 
 def _row_texts(plan: InsertPlan, b: _Bound, gen_edits: list[Edit]) -> list[bytes]:
