@@ -1,11 +1,11 @@
-"""Pure helpers of ddm.frontend (local statements, routing): which statements are session SETs, which need logical
+"""Pure helpers of ddm.frontend (local statements, pinning): which statements are session SETs, which need logical
 metadata names, which pin their connection."""
 
 from __future__ import annotations
 
 import pytest
 
-from ddm.frontend import routing
+from ddm.frontend import pinning
 from ddm.frontend.local import SET_STATEMENT, metadata_statement, sets_global
 from ddm.wire import backend
 
@@ -85,22 +85,22 @@ class _Noted:
 def test_note_sticky(sql: bytes, sticky: set[str]) -> None:
     state = _Noted()
     kw = sql.split()[0].upper()
-    if kw in routing.NOTE_WORDS or routing.LOCK_HINT(sql) is not None:  # as _com_query decides
-        routing.RoutingMixin._note_sticky(state, kw, sql)
+    if kw in pinning.NOTE_WORDS or pinning.LOCK_HINT(sql) is not None:  # as _com_query decides
+        pinning.PinningMixin._note_sticky(state, kw, sql)
     assert state.sticky == sticky
 
 
 def test_release_all_locks_unpins_and_ddl_moves_the_schema_epoch() -> None:
     state = _Noted()
-    routing.RoutingMixin._note_sticky(state, b"SELECT", b"SELECT GET_LOCK('a', 0)")
-    routing.RoutingMixin._note_sticky(state, b"SELECT", b"SELECT RELEASE_LOCK('a')")
+    pinning.PinningMixin._note_sticky(state, b"SELECT", b"SELECT GET_LOCK('a', 0)")
+    pinning.PinningMixin._note_sticky(state, b"SELECT", b"SELECT RELEASE_LOCK('a')")
     assert state.sticky == {"userlock"}  # other locks may still be held
-    routing.RoutingMixin._note_sticky(state, b"SELECT", b"SELECT RELEASE_ALL_LOCKS()")
+    pinning.PinningMixin._note_sticky(state, b"SELECT", b"SELECT RELEASE_ALL_LOCKS()")
     assert state.sticky == set()
     before = backend.schema_epoch
-    routing.RoutingMixin._note_sticky(state, b"ALTER", b"ALTER TABLE t ADD c INT")
+    pinning.PinningMixin._note_sticky(state, b"ALTER", b"ALTER TABLE t ADD c INT")
     assert backend.schema_epoch == before + 1 and state.ddl_ran
     state.ddl_ran = False
-    routing.RoutingMixin._note_sticky(state, b"CREATE", b"CREATE TEMPORARY TABLE tmp (a INT)")
-    routing.RoutingMixin._note_sticky(state, b"DROP", b"DROP TEMPORARY TABLE tmp")
+    pinning.PinningMixin._note_sticky(state, b"CREATE", b"CREATE TEMPORARY TABLE tmp (a INT)")
+    pinning.PinningMixin._note_sticky(state, b"DROP", b"DROP TEMPORARY TABLE tmp")
     assert backend.schema_epoch == before + 1 and not state.ddl_ran and state.sticky == {"temporary"}

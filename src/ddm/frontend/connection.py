@@ -7,7 +7,7 @@ open, state to replay, a statement to prepare first, a sharded plan) runs as a t
 
 `ClientConnection` is this module's command loop (COM_QUERY dispatch, multi-statements, the other commands) plus
 one mixin per concern, each in its own module: `handshake` (connection phase, authentication, limits before login,
-COM_CHANGE_USER), `routing` (target node, pooled connections, forwarding, pinning), `diagnostics` (SHOW WARNINGS,
+COM_CHANGE_USER), `pinning` (target node, pooled connections, forwarding, what pins a connection), `diagnostics` (SHOW WARNINGS,
 LAST_INSERT_ID(), FOUND_ROWS() of the client's own statement), `local` (statements ddm answers itself) and
 `statements` (prepared statements). The execution layer sees it as `ddm.execute.client.ClientSession`.
 """
@@ -35,7 +35,7 @@ from ddm.frontend.local import (
     is_load_local,
     metadata_statement,
 )
-from ddm.frontend.routing import LOCK_HINT, NOTE_WORDS, STICKY_KEYWORDS, RoutingMixin
+from ddm.frontend.pinning import LOCK_HINT, NOTE_WORDS, STICKY_KEYWORDS, PinningMixin
 from ddm.frontend.statements import ClientStatement, PreparedStatementsMixin
 from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError
@@ -60,7 +60,7 @@ COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNEC
 
 
 
-class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStatementsMixin, PreparedStatementsMixin,
+class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStatementsMixin, PreparedStatementsMixin,
                        FrontendCore):
     """asyncio Protocol for one client of ddm."""
 

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ddm.execute import executor
-from ddm.frontend.routing import CURSOR_EXISTS, NOTE_WORDS, USER_LOCK_CALL
+from ddm.frontend.pinning import CURSOR_EXISTS, NOTE_WORDS, USER_LOCK_CALL
 from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError, database_ddl_refusal
 from ddm.wire import backend

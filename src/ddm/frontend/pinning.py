@@ -38,7 +38,7 @@ USER_LOCK_CALL = re.compile(rb"\b(GET_LOCK|RELEASE_ALL_LOCKS)\s*\(", re.I)
 LOCK_HINT = re.compile(rb"_lock", re.I).search
 
 
-class RoutingMixin:
+class PinningMixin:
     # The attributes are ClientConnection's (its __init__; ddm.execute.client.ClientSession lists most).
 
     def _release_txn_conns(self) -> None:
