@@ -20,6 +20,7 @@ def _doc(users: list[dict]) -> dict:
             "other": {"node": "n0"},
             "far": {"node": "n1"},
             "app": {"node": "n0", "database": "app_phys"},
+            "one": {"node": "n0", "database": "1rel"},
             "rel": {"datasources": {"ds${0..1}": {"node": "n0", "database": "rel_${0..1}"}},
                     "tables": {"t": {"nodes": "ds${0..1}.t", "database_strategy": {"column": "id",
                                                                                    "algorithm": "mod"}}}},
@@ -151,6 +152,8 @@ REFUSED = [
     ("/*M!100100 SELECT * FROM rel_0.t */", 1142),
     ("SELECT * FROM /*!secret.t*/", 1142),
     ("SELECT * FROM t /*!, secret.t */", 1142),
+    ("SELECT * FROM t /*!500001rel.t */", 1142),  # version 50000, then the name `1rel`: both readings checked
+    ("SELECT * FROM t /*M!1001001rel.t */", 1142),
     ("SELECT 1; SELECT * FROM rel_0.t", 1142),
     ("CREATE PROCEDURE p() BEGIN SELECT * FROM rel_0.t; END", 1142),
     ("CREATE EVENT e ON SCHEDULE EVERY 1 HOUR DO DELETE FROM rel_0.t", 1142),

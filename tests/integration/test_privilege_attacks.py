@@ -118,6 +118,9 @@ REFUSED = [
     ("SELECT * FROM t, prel_1.t_1", 1142),
     ("SELECT * FROM t a, psecret.t AS psecret", 1142),
     ("SELECT * FROM t WHERE id IN (SELECT id FROM prel_1.t_1)", 1142),
+    ("SELECT * FROM t WHERE v = ANY (SELECT v FROM prel_1.t_1)", 1142),
+    ("SELECT * FROM t a JOIN t b ON a.id = b.id, psecret.t", 1142),
+    ("SELECT * FROM t a JOIN (t b JOIN psecret.t c ON b.id = c.id) ON a.id = b.id", 1142),
     ("SELECT (SELECT v FROM prel_0.t_0 LIMIT 1)", 1142),
     ("SELECT * FROM (SELECT * FROM prel_0.t_0) d", 1142),
     ("WITH s AS (SELECT * FROM prel_0.t_0) SELECT * FROM s", 1142),
@@ -287,6 +290,7 @@ def test_allowed_statements_still_run(ddm_priv: DDM) -> None:
         assert _code(c, "SHOW COLUMNS FROM t") != 1044
         assert _code(c, "SHOW DATABASES") == [("psb",)]
         assert _code(c, "/*!40100 SELECT v FROM t */") == [("mine",)]
+        assert _code(c, "SELECT TRIM(BOTH 'x' FROM x.v), EXTRACT(YEAR FROM '2024-01-02') FROM t x") == [("mine", 2024)]
     with RawClient(ddm_priv.port, user="u", password="upw", db="psb") as raw:
         stmt_id, _, _ = raw.prepare("SELECT v FROM psb.t WHERE id = ?")
         assert raw.execute(stmt_id, [1])

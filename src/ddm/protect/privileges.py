@@ -103,27 +103,37 @@ class _Scan:
 
 
 def _tokens(sql: bytes, lexed: Lexed | None = None, depth: int = 0) -> list[tuple[int, bytes]]:
-    """(kind, text) of each token, executable comments replaced by the tokens of their content."""
+    """(kind, text) of each token, executable comments replaced by the tokens of their content. Where the
+    version number's length is ambiguous (`/*!500001rel.t */`: version 50000 or 500001?), the other reading is
+    appended as a statement of its own, so that both are checked."""
     lx = lexed if lexed is not None else lex(sql)
     out: list[tuple[int, bytes]] = []
+    extra: list[bytes] = []
     for i in range(lx.ntokens):
         kind = lx.kind(i)
         text = lx.text(i)
         if kind == T_COMMENT_EXEC and depth < MAX_DEPTH:
-            out.extend(_tokens(_comment_body(text), None, depth + 1))
+            bodies = _comment_bodies(text)
+            out.extend(_tokens(bodies[0], None, depth + 1))
+            extra.extend(bodies[1:])
         else:
             out.append((kind, text))
+    for body in extra:
+        out.append((T_PUNCT, b";"))
+        out.extend(_tokens(body, None, depth + 1))
     return out
 
 
-def _comment_body(text: bytes) -> bytes:
-    """The statement text inside /*! ... */, /*!50100 ... */, /*M!100100 ... */ or /*+ ... */."""
+def _comment_bodies(text: bytes) -> list[bytes]:
+    """The statement text inside /*! ... */, /*!50100 ... */, /*M!100100 ... */ or /*+ ... */: the readings with
+    no version, a 5-digit and a 6-digit version where the digits allow them (the first is the likeliest)."""
     body = text[2:-2] if text.endswith(b"*/") else text[2:]
     body = body[2:] if body[:2] == b"M!" else body[1:]
     k = 0
     while k < len(body) and k < 6 and 0x30 <= body[k] <= 0x39:
         k += 1
-    return b" " + body[k:] + b" "
+    cuts = [k] + [c for c in (5, 6) if c < k] if k else [0]
+    return [b" " + body[c:] + b" " for c in cuts]
 
 
 def _name(kind: int, text: bytes) -> str | None:
