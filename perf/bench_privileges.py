@@ -1,4 +1,4 @@
-"""Cost of ddm.privileges on the query path, per sysbench statement (one process, no server).
+"""Cost of ddm.protect.privileges on the query path, per sysbench statement (one process, no server).
 
     python perf/bench_privileges.py [--number 200000]
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import timeit
 
-from ddm import privileges
 from ddm.config import from_dict
+from ddm.protect import privileges
 from ddm_core.lexer import lex
 
 STATEMENTS = {
