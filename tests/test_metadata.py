@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from ddm import config as config_mod
-from ddm.execute import metadata
+from ddm.execute import metadata, metadata_common
 from ddm.sharding.plan import PlanError
 from ddm.wire.backend import BackendError, Result
 from ddm.wire.constants import field_type as FT
@@ -375,5 +375,5 @@ def test_information_schema_alias_kept_and_tables_without_names_untouched():
 
 
 def test_like_match_helper():
-    assert metadata.like_match("orders", "o%")
-    assert metadata.like_match("o_x", "o\\_x") and not metadata.like_match("oax", "o\\_x")
+    assert metadata_common.like_match("orders", "o%")
+    assert metadata_common.like_match("o_x", "o\\_x") and not metadata_common.like_match("oax", "o\\_x")
