@@ -96,3 +96,26 @@ def test_explicit_ids_are_skipped() -> None:
 def test_floor_sql_reads_every_physical_table() -> None:
     assert floor_sql("id", ("t_0", "t`1")) == (b"SELECT MAX(m) FROM (SELECT MAX(`id`) AS m FROM `t_0` UNION ALL "
                                                b"SELECT MAX(`id`) AS m FROM `t``1`) AS ddm_floor")
+
+
+def test_explicit_id_is_skipped_before_the_round_trip() -> None:
+    """Another caller of the same process that asks for ids while observe() waits on the node does not get the
+    explicit id (the local skip happens before the round trip), nor does a block that was being fetched."""
+    node = Node()
+
+    async def main() -> list[int]:
+        seg = SegmentAllocator("db.t", node.execute, step=100, floor=floor_of(0))
+        got = await seg.next_ids(5)
+        pending = asyncio.ensure_future(seg.observe(50))
+        await asyncio.sleep(0)  # observe runs up to its round trip
+        got += await seg.next_ids(100)  # crosses into the next block, fetched concurrently
+        await pending
+        pending = asyncio.ensure_future(seg.observe(max(got) + 30))
+        await asyncio.sleep(0)
+        got += await seg.next_ids(200)
+        await pending
+        return got
+
+    got = asyncio.run(main())
+    assert 50 not in got and len(set(got)) == len(got) == 305
+    assert sorted(got) == got

@@ -211,6 +211,7 @@ class SegmentAllocator:
         self._next: tuple[int, int] | None = None  # the prefetched block
         self._fetching: asyncio.Future[None] | None = None
         self._floor = floor  # the largest id the table already holds (None: nothing to look at, or done)
+        self._skip_to = 0  # ids below this that a block claimed earlier still holds are not handed out (observe)
         self.fetches = 0
 
     # SQL (name is validated above, so quoting it as a literal is safe)
@@ -278,22 +279,19 @@ class SegmentAllocator:
 
     async def observe(self, written: int) -> None:
         """An id was written explicitly (not generated): never hand it out. This process skips its unused ids up to
-        it and the sequence row moves past it, so later blocks of every process start after it. (Blocks other
-        processes already hold are theirs: an explicit id inside one still meets that process's generated id.)"""
+        it (at once, before any other caller can take one, and in a block still being fetched) and the sequence row
+        moves past it, so later blocks of every process start after it. (Blocks other processes already hold are
+        theirs: an explicit id inside one still meets that process's generated id.)"""
         if self._end > 0 and written < self._cur:
             return  # below what this process hands out next (and every later block starts past _end)
         if self._end == 0 and self._floor is not None and self._fetching is None:
             return  # nothing claimed yet: the floor, read before the first block, sees the row
-        await self._raise_to(written + 1)
-        if self._fetching is not None:  # a block claimed before the raise may hold it
-            try:
-                await asyncio.shield(self._fetching)
-            except Exception:  # noqa: BLE001 (the fetch's waiters get its error)
-                pass
+        self._skip_to = max(self._skip_to, written + 1)
         if self._cur <= written < self._end:
             self._cur = written + 1
         if self._next is not None and self._next[0] <= written:
             self._next = (written + 1, self._next[1]) if written + 1 < self._next[1] else None
+        await self._raise_to(written + 1)
 
     async def next_id(self) -> int:
         return (await self.next_ids(1))[0]
@@ -303,7 +301,7 @@ class SegmentAllocator:
         while len(out) < count:
             if self._cur >= self._end:
                 if self._next is not None:
-                    self._cur, self._end = self._next
+                    self._cur, self._end = max(self._next[0], self._skip_to), self._next[1]
                     self._next = None
                     self._prefetch_at = self._cur + int(self.step * self.prefetch_ratio)
                     continue
