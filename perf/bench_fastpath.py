@@ -46,13 +46,14 @@ def main(argv: list[str]) -> int:
     stmt_lexed = lex(b"SELECT c FROM sbtest1 WHERE id=?")
     stmt_plan = planner.plan(stmt_lexed, db)
     payloads = [b"\x17" + struct.pack("<IBI", 1, 0, 1) + b"\x00\x01\x03\x00" + struct.pack("<i", i) for i in ids]
-    stmt = NS(plan=stmt_plan, lexed=stmt_lexed, long_data=[], nparams=1, param_types=b"\x03\x00", last_payload=b"")
-    bstmt = NS(stmt_id=7, types_bound=b"\x03\x00")
+    bstmt = type("Prepared", (), {"stmt_id": 7, "types_bound": b"\x03\x00"})()  # hashable, as the real one
     conn = NS(cached_stmt=lambda sql: bstmt)
+    stmt = NS(plan=stmt_plan, lexed=stmt_lexed, long_data=[], nparams=1, param_types=b"\x03\x00", last_payload=b"",
+              held={bstmt: conn})  # the node statement this client statement holds (ClientStatement.held)
     client = NS(server=NS(sharding=NS(plans=plans), pipelines=NS(nodes={})), session=NS(db="sbtest", dbconf=db),
                 config=NS(generation=1), txn_conns={}, txn_begin=None, conn=None,
-                _ready_conn=lambda node, phys: conn, _execute_payload=lambda s, b, payload: payload,
-                _forward=lambda c, packet: None)
+                ready_conn=lambda node, phys: conn, execute_payload=lambda s, b, payload: payload,
+                forward=lambda c, packet: None)
     point = plan.point
 
     def each(fn):

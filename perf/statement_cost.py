@@ -53,7 +53,10 @@ class Server:
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = src
-        cmd = [sys.executable, "-m", "ddm.process.server_main", "--config", config, "--workers", "1"]
+        module = "ddm.process.server_main"
+        if src is not None and not os.path.exists(os.path.join(src, "ddm", "process", "server_main.py")):
+            module = "ddm.server_main"  # a checkout from before the subpackage layout
+        cmd = [sys.executable, "-m", module, "--config", config, "--workers", "1"]
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                      start_new_session=True)
