@@ -138,6 +138,11 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
         self.phase = PH_CLOSED
         self.server.clients.discard(self)
         self._end_preauth()
+        fwd = self.fwd_conn
+        if fwd is not None:
+            # a node response still streaming to this client goes nowhere now: writing it to the closed transport
+            # would raise inside the node connection's data_received ("Fatal error on transport")
+            fwd.sink = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._multi is not None:

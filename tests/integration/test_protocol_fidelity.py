@@ -1,0 +1,79 @@
+"""Protocol fidelity (issue 9 items 5, 6, 8, 9, 10, 11): each test runs the same exchange through ddm and straight
+against the MariaDB node and compares the answers.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Iterator
+
+import pytest
+from ddm_fixtures import *  # noqa: F403
+from ddm_fixtures import (
+    DDM,
+    PHYS,
+    RAW_CAPS,
+    Node,
+    RawClient,
+    ddm_config,
+    free_port,
+    start_ddm,
+)
+
+pytestmark = pytest.mark.integration
+
+DB = "sbtest"
+
+
+@pytest.fixture(scope="module")
+def pf_ddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDM]:
+    cfg = ddm_config(free_port(), {"n0": node0.conf()}, {DB: {"node": "n0", "database": PHYS[DB]}})
+    d = start_ddm(tmp_path_factory.mktemp("ddm-pf"), cfg, mode="subprocess")
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def raw(target: DDM | Node, caps: int = RAW_CAPS, **kw) -> RawClient:
+    if isinstance(target, DDM):
+        return RawClient(target.port, "native", "nativepw", DB, caps=caps, **kw)
+    return RawClient(target.port, target.user, target.password, PHYS[DB], caps=caps, **kw)
+
+
+def both(pf_ddm: DDM, node0: Node) -> list[DDM | Node]:
+    return [pf_ddm, node0]
+
+
+def full_log(d: DDM) -> str:
+    return d.log_path.read_text(errors="replace") if d.log_path and d.log_path.exists() else ""
+
+
+# ------------------------------------------------------------------------------- item 11: client leaves mid-query
+
+def test_client_closing_during_query_is_quiet(pf_ddm: DDM, node0: Node) -> None:
+    """A raw client sends SELECT SLEEP(1) and closes its socket at once: ddm logs no traceback, and both ddm and
+    the node go on serving (the same statement answers the same afterwards)."""
+    before = len(full_log(pf_ddm))
+    statements = [b"SELECT SLEEP(1), REPEAT('x', 100000)", b"DO SLEEP(1)",
+                  b"SELECT REPEAT('x', 100000) FROM seq_1_to_300",
+                  b"SELECT SLEEP(0.3), REPEAT('x', 1000) FROM seq_1_to_3000"]
+    for target in both(pf_ddm, node0):
+        for delay in (0, 0.1, 0.6):
+            for sql in statements:
+                c = raw(target)
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                c.command(b"\x03" + sql)
+                time.sleep(delay)
+                c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, at once
+                c.close()
+    time.sleep(2.0)
+    answers = []
+    for target in both(pf_ddm, node0):
+        with raw(target) as c:
+            answers.append(c.query("SELECT 1 + 1"))
+    assert answers[0] == answers[1] == [(b"2",)]
+    log = full_log(pf_ddm)[before:]
+    assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]
