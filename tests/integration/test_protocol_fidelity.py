@@ -17,8 +17,10 @@ from ddm_fixtures import (
     RAW_CAPS,
     Node,
     RawClient,
+    column_name,
     ddm_config,
     free_port,
+    lenenc,
     start_ddm,
 )
 
@@ -77,3 +79,55 @@ def test_client_closing_during_query_is_quiet(pf_ddm: DDM, node0: Node) -> None:
     assert answers[0] == answers[1] == [(b"2",)]
     log = full_log(pf_ddm)[before:]
     assert "Traceback" not in log and "Fatal error" not in log, log[-3000:]
+
+
+# ------------------------------------------------------------------------------- item 8: one connection id
+
+def login(target: DDM | Node, caps: int = RAW_CAPS, charset: int = 45) -> tuple[RawClient, int]:
+    """A raw client logged in (native password) with `charset` in its handshake; (client, greeting thread id)."""
+    port, user, pw, db = ((target.port, "native", "nativepw", DB) if isinstance(target, DDM)
+                          else (target.port, target.user, target.password, PHYS[DB]))
+    c = RawClient(port, caps=caps, login=False)
+    g = c.greeting()
+    tid = struct.unpack_from("<I", g, g.index(b"\0", 1) + 1)[0]
+    p = bytearray(c.handshake_response(user, pw, db, b"mysql_native_password"))
+    p[8] = charset
+    c.write_packet(bytes(p))
+    c.finish_auth(pw)
+    return c, tid
+
+
+def named_rows(c: RawClient, sql: str) -> tuple[list[str], list[tuple]]:
+    c.command(b"\x03" + sql.encode())
+    cols, rows, _ = c.read_result()
+    out = []
+    for r in rows:
+        pos, vals = 0, []
+        for _ in cols:
+            n, pos = lenenc(r, pos)
+            vals.append(None if n is None else r[pos:pos + n].decode())
+            pos += n or 0
+        out.append(tuple(vals))
+    return [column_name(col) for col in cols], out
+
+
+def test_connection_id_in_expressions_is_the_greeting_id(pf_ddm: DDM, node0: Node) -> None:
+    """Every expression holding CONNECTION_ID() (text, SET, prepared) answers the greeting's thread id, under the
+    same column names as on the node."""
+    answers = []
+    for target in both(pf_ddm, node0):
+        c, tid = login(target)
+        with c:
+            got = []
+            for sql in ("SELECT CONNECTION_ID()", "SELECT CONNECTION_ID()+0", "SELECT CONNECTION_ID() * 1 AS x, 'z'",
+                        "SELECT CONCAT('id:', CONNECTION_ID()) FROM DUAL WHERE CONNECTION_ID() > 0",
+                        "SELECT 'CONNECTION_ID()' /* CONNECTION_ID() */"):
+                names, rows = named_rows(c, sql)
+                got.append((names, [tuple(v.replace(str(tid), "<tid>") for v in r) for r in rows]))
+            c.ok(b"\x03SET @cid = CONNECTION_ID() + 0")
+            got.append(named_rows(c, "SELECT @cid")[1] == [(str(tid),)])
+            stmt_id, _, _ = c.prepare("SELECT CONNECTION_ID() + ?")
+            got.append(c.execute(stmt_id, [0]) == [(tid,)])
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert answers[0][1] == (["CONNECTION_ID()+0"], [("<tid>",)]) and answers[0][-1] is True

@@ -25,7 +25,7 @@ from ddm.execute import executor, metadata, threads
 from ddm.execute.client import PH_AUTH, PH_CLOSED, PH_COMMAND, PH_HANDSHAKE, PH_INFILE
 from ddm.execute.infile import InfileRelay
 from ddm.execute.pool import PoolTimeout
-from ddm.frontend import multistatement
+from ddm.frontend import connid, multistatement
 from ddm.frontend.diagnostics import CALC_FOUND_ROWS, DiagnosticsMixin
 from ddm.frontend.handshake import NATIVE, HandshakeMixin
 from ddm.frontend.local import (
@@ -382,6 +382,11 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
                 lexed = lex(sql)
             if lexed.statement_count > 1 and self._multi_statement(lexed):
                 return
+        if kw != b"KILL" and connid.HINT(sql) is not None and connid.PLAIN(sql) is None:
+            own = connid.rewrite(sql, self.conn_id)  # ddm's id, not the node connection's (ddm.frontend.connid)
+            if own is not None:
+                sql, lexed, self.raw = own, None, None
+                payload = self.payload = b"\x03" + own
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return

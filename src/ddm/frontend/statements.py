@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ddm.execute import executor
+from ddm.frontend import connid
 from ddm.frontend.routing import CURSOR_EXISTS, NOTE_WORDS, USER_LOCK_CALL
 from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError, database_ddl_refusal
@@ -88,6 +89,8 @@ class PreparedStatementsMixin:
         refusal = guard.check(sql, self.session.db) if guard is not None else None
         if refusal is not None:
             raise PlanError(refusal.code, refusal.message.replace("{host}", self.peer))
+        if connid.HINT(sql) is not None:
+            sql = connid.rewrite(sql, self.conn_id) or sql  # ddm's id, not the node connection's
         if first_word(sql) in (b"CREATE", b"DROP"):
             refused = database_ddl_refusal(sql)
             if refused is not None:
