@@ -17,6 +17,7 @@ from ddm_fixtures import (
     RAW_CAPS,
     Node,
     RawClient,
+    ServerError,
     column_name,
     ddm_config,
     free_port,
@@ -131,3 +132,26 @@ def test_connection_id_in_expressions_is_the_greeting_id(pf_ddm: DDM, node0: Nod
             answers.append(got)
     assert answers[0] == answers[1]
     assert answers[0][1] == (["CONNECTION_ID()+0"], [("<tid>",)]) and answers[0][-1] is True
+
+
+# ------------------------------------------------------------------------------- item 5: handshake collations
+
+def test_handshake_collations_follow_the_node(pf_ddm: DDM, node0: Node) -> None:
+    """A collation id in the handshake gives the session what the node gives it (its own collation list), ucs2 /
+    utf16 / utf32 are refused with the node's error, an id the node does not know keeps its defaults."""
+    ids = (48, 51, 7, 36, 11, 8, 46, 33, 63, 224, 35, 54, 60, 101, 250, 255)
+    answers = []
+    for target in both(pf_ddm, node0):
+        got = {}
+        for cs in ids:
+            try:
+                c, _ = login(target, charset=cs)
+            except ServerError as exc:
+                got[cs] = ("error", exc.code, exc.message)
+                continue
+            with c:
+                got[cs] = c.query("SELECT @@character_set_client, @@collation_connection, @@character_set_results, "
+                                  "HEX(CONVERT('\u0430' USING utf8mb4))")
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert answers[1][48][0][1] == b"latin1_general_ci" and answers[1][35][:2] == ("error", 1231)

@@ -16,7 +16,7 @@ from ddm.wire.backend import FLAVOUR_BITS
 from ddm.wire.constants import client as CLIENT
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import server_status as SS
-from ddm.wire.session import Session, set_names_for
+from ddm.wire.session import CharsetRefused, Session, set_names_for
 from ddm_core.packets import err_packet, ok_packet
 
 log = logging.getLogger("ddm.frontend.connection")  # one logger name for the client connection
@@ -212,11 +212,24 @@ class HandshakeMixin:
         self.deprecate_eof = bool(self.caps & CLIENT.DEPRECATE_EOF)
         self.session_track = bool(self.caps & CLIENT.SESSION_TRACK)
         self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
-        names = set_names_for(charset)
-        if names:
-            self.session.record(names)
+        if not self._client_charset(charset):
+            return
         self.pending_db = db
         self._begin_auth(user, plugin, resp)
+
+    def _client_charset(self, charset: int) -> bool:
+        """Record the SET NAMES that gives node connections the client's collation (the node's own collation
+        list, ddm.wire.session.CharsetTable); a character set MariaDB refuses for a client is refused as it does."""
+        table = self.server.charset_table() if hasattr(self.server, "charset_table") else None
+        try:
+            names = set_names_for(charset, table)
+        except CharsetRefused as exc:
+            self.send_error(ER.WRONG_VALUE_FOR_VAR, str(exc), self.seq)
+            self.close()
+            return False
+        if names:
+            self.session.record(names)
+        return True
 
     def _begin_auth(self, user: str, plugin: bytes, resp: bytes) -> None:
         self.session.user = user
@@ -337,9 +350,8 @@ class HandshakeMixin:
         self.session = Session()
         self._target_key = None
         self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
-        names = set_names_for(charset) if charset is not None else None
-        if names:
-            self.session.record(names)
+        if charset is not None and not self._client_charset(charset):
+            return
         self.pending_db = db
         self.phase = PH_AUTH
         self.seq = 1

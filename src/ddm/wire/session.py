@@ -31,17 +31,68 @@ COLLATIONS: dict[int, tuple[str, str]] = {
 DEFAULT_COLLATION = 45
 MAX_SESSION_STATEMENTS = 256
 
+# Character sets MariaDB refuses as a client character set (is_supported_parser_charset: a minimum character length
+# above one byte); the handshake answers 1231 for them.
+NOT_CLIENT_CHARSETS = frozenset(("ucs2", "utf16", "utf16le", "utf32"))
 
-def set_names_for(collation_id: int) -> bytes | None:
-    """The statement that gives a data-node connection the client's character set (None for the default)."""
-    if collation_id in (DEFAULT_COLLATION, 255):
+# What MariaDB does with a collation id it does not know: the session keeps the server's global defaults.
+GLOBAL_NAMES = (b"SET character_set_client = @@global.character_set_client, "
+                b"character_set_connection = @@global.character_set_connection, "
+                b"collation_connection = @@global.collation_connection, "
+                b"character_set_results = @@global.character_set_results")
+DEFAULTS_QUERY = (b"SELECT @@global.character_set_client, @@global.collation_connection, "
+                  b"@@global.character_set_results")
+COLLATIONS_QUERY = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS"
+
+
+@dataclass
+class CharsetTable:
+    """The collations a data node knows (information_schema.COLLATIONS, read once by the worker), and whether its
+    global defaults are what ddm's node connections get anyway (utf8mb4_general_ci, the id ddm's own handshake
+    sends): then a client announcing an id the node does not know needs no statement."""
+
+    collations: dict[int, tuple[str, str]]
+    defaults_are_ddms: bool = True
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[bytes | None, ...]], defaults: tuple[bytes | None, ...] | None
+                  ) -> CharsetTable:
+        table = {int(r[0]): (r[1].decode(), r[2].decode()) for r in rows
+                 if r[0] is not None and r[1] is not None and r[2] is not None}
+        ddms = defaults is None or tuple(d.lower() if d else d for d in defaults) == (
+            b"utf8mb4", b"utf8mb4_general_ci", b"utf8mb4")
+        return cls(table, ddms)
+
+
+STATIC_TABLE = CharsetTable(COLLATIONS)  # until a node has been asked (or when none answers)
+
+
+def set_names_for(collation_id: int, table: CharsetTable | None = None) -> bytes | None:
+    """The statement that gives a data-node connection the client's character set (None: the node connection has
+    it already). Raises CharsetRefused for a character set MariaDB refuses for a client."""
+    if collation_id == DEFAULT_COLLATION:
         return None
-    cs = COLLATIONS.get(collation_id)
+    if table is None:
+        if collation_id == 255:
+            return None
+        table = STATIC_TABLE
+    cs = table.collations.get(collation_id)
     if cs is None:
-        return None
+        # an id the node does not know: it would keep its global defaults (MySQL 8's 255 on MariaDB < 11.4 ...)
+        return None if table.defaults_are_ddms or table is STATIC_TABLE else GLOBAL_NAMES
+    if cs[0].lower() in NOT_CLIENT_CHARSETS:
+        raise CharsetRefused(cs[0])
     if cs[0] == "binary":
         return b"SET NAMES binary"
     return f"SET NAMES {cs[0]} COLLATE {cs[1]}".encode()
+
+
+class CharsetRefused(Exception):
+    """A client character set MariaDB refuses (1231, as the node answers)."""
+
+    def __init__(self, charset: str) -> None:
+        super().__init__(f"Variable 'character_set_client' can't be set to the value of '{charset}'")
+        self.charset = charset
 
 
 @dataclass
