@@ -33,6 +33,8 @@ DB = "sbtest"
 @pytest.fixture(scope="module")
 def pf_ddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DDM]:
     cfg = ddm_config(free_port(), {"n0": node0.conf()}, {DB: {"node": "n0", "database": PHYS[DB]}})
+    cfg["users"].append({"name": "pfadmin", "password": "adminpw", "auth_plugin": "mysql_native_password",
+                         "databases": "*", "privileges": "all"})  # trusted like the node account
     d = start_ddm(tmp_path_factory.mktemp("ddm-pf"), cfg, mode="subprocess")
     try:
         yield d
@@ -40,9 +42,11 @@ def pf_ddm(node0: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DD
         d.stop()
 
 
-def raw(target: DDM | Node, caps: int = RAW_CAPS, **kw) -> RawClient:
+def raw(target: DDM | Node, caps: int = RAW_CAPS, admin: bool = False, **kw) -> RawClient:
+    """A raw client of ddm (user native, or pfadmin with every privilege) or of the node (its account)."""
     if isinstance(target, DDM):
-        return RawClient(target.port, "native", "nativepw", DB, caps=caps, **kw)
+        user, pw = ("pfadmin", "adminpw") if admin else ("native", "nativepw")
+        return RawClient(target.port, user, pw, DB, caps=caps, **kw)
     return RawClient(target.port, target.user, target.password, PHYS[DB], caps=caps, **kw)
 
 
@@ -155,3 +159,93 @@ def test_handshake_collations_follow_the_node(pf_ddm: DDM, node0: Node) -> None:
         answers.append(got)
     assert answers[0] == answers[1]
     assert answers[1][48][0][1] == b"latin1_general_ci" and answers[1][35][:2] == ("error", 1231)
+
+
+# ------------------------------------------------------------------------------- item 10: COM_DEBUG, COM_REFRESH,
+# wait_timeout, KILL of another user's connection
+
+def test_com_debug_and_com_refresh_answer_as_the_node(pf_ddm: DDM, node0: Node) -> None:
+    answers = []
+    for target in both(pf_ddm, node0):
+        with raw(target, admin=True) as c:
+            c.command(b"\x0d")  # COM_DEBUG
+            debug = c.read_packet()
+            c.command(b"\x07\x04")  # COM_REFRESH(REFRESH_TABLES)
+            refresh = c.read_packet()
+            answers.append((debug, refresh[:1] if refresh[:1] != b"\xff" else refresh, c.query("SELECT 7")))
+    assert answers[0] == answers[1]
+    assert answers[0][0][:1] == b"\xfe" and answers[0][1] == b"\x00"
+
+
+def read_until_closed(c: RawClient, timeout: float) -> tuple[bool, bytes, float]:
+    """(closed by the server within `timeout`, what it sent first, seconds until then)."""
+    t0 = time.monotonic()
+    c.sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                return True, data, time.monotonic() - t0
+            data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        return True, data, time.monotonic() - t0
+    except TimeoutError:
+        return False, data, time.monotonic() - t0
+
+
+def test_wait_timeout_closes_an_idle_client(pf_ddm: DDM, node0: Node) -> None:
+    """SET SESSION wait_timeout = 1: the idle client is closed (no packet) after about a second; a client with the
+    default stays; COM_RESET_CONNECTION gives the default back."""
+    answers = []
+    for target in both(pf_ddm, node0):
+        short, default, reset = raw(target), raw(target), raw(target)
+        short.ok(b"\x03SET SESSION wait_timeout = 1")
+        reset.ok(b"\x03SET @@session.wait_timeout = 1")
+        reset.ok(b"\x1f")  # COM_RESET_CONNECTION
+        closed, sent, after = read_until_closed(short, 6.0)
+        time.sleep(1.5)
+        answers.append((closed, sent, 0.9 < after < 3.0, default.query("SELECT @@wait_timeout"),
+                        reset.query("SELECT @@wait_timeout")))
+        for c in (short, default, reset):
+            c.close()
+    assert answers[0] == answers[1]
+    assert answers[0][:3] == (True, b"", True)
+
+
+def test_admin_may_kill_another_users_connection(pf_ddm: DDM, node0: Node) -> None:
+    """A user with every privilege kills a connection of another user (the node's account does so with another
+    node account): OK, and the victim's next command finds its connection gone; the other user may not (1095)."""
+    with raw(node0) as admin:
+        admin.ok(b"\x03CREATE USER IF NOT EXISTS 'pf_other'@'%' IDENTIFIED BY 'otherpw'")
+        admin.ok(b"\x03GRANT SELECT ON *.* TO 'pf_other'@'%'")
+    answers = []
+    for target in both(pf_ddm, node0):
+        if isinstance(target, DDM):
+            victim, killer = raw(target), raw(target, admin=True)
+        else:
+            victim, killer = RawClient(target.port, "pf_other", "otherpw", None), raw(target)
+        vid = int(victim.query("SELECT CONNECTION_ID()")[0][0])
+        kid = int(killer.query("SELECT CONNECTION_ID()")[0][0])
+        users = {r[1] for r in killer.query("SHOW PROCESSLIST")}
+        try:
+            victim.ok(b"\x03KILL %d" % kid)
+            denied = None
+        except ServerError as exc:
+            denied = exc.code
+        try:
+            killed = killer.ok(b"\x03KILL %d" % vid)[:1]
+        except ServerError as exc:
+            killed = exc.code
+        time.sleep(0.3)
+        try:
+            after = victim.query("SELECT 1")
+        except ServerError as exc:
+            after = exc.code
+        except OSError:
+            after = "gone"
+        answers.append((denied, killed, after, len(users) >= 2))
+        killer.close()
+        victim.close()
+    assert answers[0] == answers[1]
+    assert answers[0][:2] == (1095, b"\x00")

@@ -53,7 +53,7 @@ log = logging.getLogger("ddm.frontend.connection")
 
 
 COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
-COM_STATISTICS, COM_PROCESS_KILL, COM_PING, COM_CHANGE_USER = 0x09, 0x0C, 0x0E, 0x11
+COM_REFRESH, COM_STATISTICS, COM_PROCESS_KILL, COM_DEBUG, COM_PING, COM_CHANGE_USER = 0x07, 0x09, 0x0C, 0x0D, 0x0E, 0x11
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
 COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
 
@@ -115,6 +115,8 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
         self._login_timer: asyncio.TimerHandle | None = None  # server.connect_timeout
         self.expect_seq = 1  # the sequence id the client's next connection-phase packet must carry
         self.ddl_ran = False  # the last command was DDL: the schema epoch moves again once it is over
+        self.idle_mark = -1  # ddm.frontend.idle: the command count when the client was first seen idle, and when
+        self.idle_since = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,6 +316,16 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
             self.run_slow(self._com_reset_connection())
         elif cmd == COM_CHANGE_USER:
             self._com_change_user(payload)
+        elif cmd == COM_DEBUG:
+            # MariaDB writes debug information to the node's error log and answers EOF; ddm has none to write
+            # (docs/compatibility.md) and answers the same EOF (an OK with the EOF header under DEPRECATE_EOF)
+            if self.deprecate_eof:
+                self.send_packet(b"\xfe" + ok_packet(0, 0, self.status_flags(), 0, b"", self.session_track)[1:], 1)
+            else:
+                self.send_packet(b"\xfe\x00\x00" + struct.pack("<H", self.status_flags()), 1)
+            self.command_done()
+        elif cmd == COM_REFRESH:
+            self._com_refresh(payload)
         elif cmd == COM_PROCESS_KILL:  # deprecated form of KILL CONNECTION <id>
             threads.kill(self, struct.unpack_from("<I", payload, 1)[0], query_only=False)
         else:
@@ -535,6 +547,14 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
             else:
                 self.send_packet(b"\xfe\x00\x00" + struct.pack("<H", self.status_flags()), 1)
         self.command_done()
+
+    def _com_refresh(self, payload: bytes) -> None:
+        """COM_REFRESH (the old form of FLUSH): checked like FLUSH (the RELOAD privilege, ddm's `admin`) and sent to
+        the data node of the session's database, as a FLUSH statement would be."""
+        guard = privileges.guard(self.config, self.user)
+        if guard is not None and self._refused(guard, b"FLUSH TABLES", None):
+            return
+        self.run_slow(self._forward_slow(payload, KIND_RESULT))
 
     def _com_statistics(self) -> None:
         up = int(time.monotonic() - self.server.started)

@@ -306,6 +306,9 @@ class HandshakeMixin:
         self.framer.max_payload = self.config.server.max_packet_size
         self.phase = PH_COMMAND
         self.send_packet(ok_packet(0, 0, SS.AUTOCOMMIT, 0, b"", self.session_track), self.seq)
+        watch = getattr(self.server, "idle_watch", None)
+        if watch is not None:
+            watch.start()  # wait_timeout (ddm.frontend.idle)
 
     def check_db(self, db: str) -> tuple[int, str] | None:
         if db not in self.config.databases:

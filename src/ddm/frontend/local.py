@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 
 from ddm.execute import threads
+from ddm.frontend import idle
 from ddm.frontend.diagnostics import DIAGNOSTICS_STATEMENT
 from ddm.sharding.plan import database_ddl_refusal
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import field_type as FT
 from ddm.wire.constants import server_status as SS
 from ddm.wire.resultset import column_definition, simple_resultset, text_resultset, text_row
+from ddm.wire.rowcodec import split_text_row
 from ddm.wire.session import COLLATIONS
 from ddm_core.lexer import lex
 from ddm_core.packets import ok_packet
@@ -175,6 +177,13 @@ class LocalStatementsMixin:
         self.session.record(sql.strip().rstrip(b";"))
         self.session.no_backslash_escapes = bool(res.status & SS.NO_BACKSLASH_ESCAPES)
         conn.signature = self.session.signature
+        if idle.SETS_WAIT_TIMEOUT(sql) is not None:
+            # the value the node took (expressions, DEFAULT, clamping), for ddm.frontend.idle
+            rows = (await conn.query(b"SELECT @@session.wait_timeout")).rows
+            if rows:
+                value = split_text_row(rows[0], 1)[0]
+                if value is not None:
+                    self.session.wait_timeout = float(value)
         low = sql.lower().replace(b" ", b"")
         if b"autocommit=" in low:
             self.session.autocommit = not (b"autocommit=0" in low or b"autocommit=off" in low

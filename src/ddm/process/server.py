@@ -21,6 +21,7 @@ from ddm.execute.executor import ShardingContext
 from ddm.execute.pipeline import Pipelines
 from ddm.execute.pool import PoolSet
 from ddm.frontend.connection import ClientConnection
+from ddm.frontend.idle import IdleWatch
 from ddm.protect.limits import LoginThrottle, PreauthGate
 from ddm.wire import auth, tls
 from ddm.wire.rowcodec import split_text_row
@@ -51,6 +52,7 @@ class Server:
         self.tls_context: ssl.SSLContext | None = None
         self.rsa_keys: auth.RSAKeyPair | None = None
         self._setup_keys()
+        self.idle_watch = IdleWatch(self)  # wait_timeout (ddm.frontend.idle)
         self.pipelines = Pipelines(self)  # shared connections of nodes with pool.pipelining (ddm.execute.pipeline)
 
     def _setup_keys(self) -> None:
@@ -166,6 +168,7 @@ class Server:
             client.close()
 
     async def close(self) -> None:
+        self.idle_watch.stop()
         await self.stop_accepting()
         for client in list(self.clients):
             client.close()

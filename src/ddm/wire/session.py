@@ -108,6 +108,8 @@ class Session:
     # every reply ddm builds itself, or a client would escape quotes with backslashes the node takes literally
     no_backslash_escapes: bool = False
     prepared: dict = field(default_factory=dict)
+    wait_timeout: float = 28800.0  # ddm.frontend.idle closes the client after this long without a command
+    default_wait_timeout: float = 28800.0  # (interactive_timeout for CLIENT_INTERACTIVE clients)
 
     def bind_database(self, config: Config, name: str | None) -> None:
         self.db = name
@@ -125,6 +127,7 @@ class Session:
         self.prepared.clear()
         self.autocommit = True
         self.no_backslash_escapes = False
+        self.wait_timeout = self.default_wait_timeout
 
 
 def in_sync(conn: BackendConnection, session: Session, physical_db: bytes | None) -> bool:
