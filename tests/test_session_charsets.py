@@ -33,3 +33,15 @@ def test_unknown_id_with_other_node_defaults_copies_the_globals() -> None:
 def test_without_a_node_table_the_static_one() -> None:
     assert set_names_for(8) == b"SET NAMES latin1 COLLATE latin1_swedish_ci"
     assert set_names_for(255) is None and set_names_for(999) is None
+
+
+def test_session_state_ok_packets_are_mariadbs_bytes() -> None:
+    # captured from MariaDB 10.11 with CLIENT_SESSION_TRACK
+    from ddm.wire.session import names_tracked, ok_with_state, track_schema, track_variables
+    assert ok_with_state(2, names_tracked(b"latin1")) == (
+        b"\x00\x00\x00\x02@\x00\x00\x00_\x00 \x18character_set_connection\x06latin1\x00\x1c\x14character_set_client"
+        b"\x06latin1\x00\x1d\x15character_set_results\x06latin1")
+    assert ok_with_state(2, track_schema(b"mysql")) == b"\x00\x00\x00\x02@\x00\x00\x00\x08\x01\x06\x05mysql"
+    assert ok_with_state(0, track_variables([(b"autocommit", b"OFF")])) == (
+        b"\x00\x00\x00\x00@\x00\x00\x00\x11\x00\x0f\nautocommit\x03OFF")
+    assert b"utf8mb3" in names_tracked(b"UTF8")

@@ -249,3 +249,62 @@ def test_admin_may_kill_another_users_connection(pf_ddm: DDM, node0: Node) -> No
         victim.close()
     assert answers[0] == answers[1]
     assert answers[0][:2] == (1095, b"\x00")
+
+
+# ------------------------------------------------------------------------------- item 6: session-state tracking
+
+SESSION_TRACK = 1 << 23
+
+
+def session_state(ok: bytes) -> tuple[int, list[tuple[int, list[bytes]]]]:
+    """(status flags, [(entry type, its length-encoded strings)]) of an OK packet under CLIENT_SESSION_TRACK."""
+    pos = 1
+    for _ in range(2):
+        _, pos = lenenc(ok, pos)
+    status = struct.unpack_from("<H", ok, pos)[0]
+    pos += 4
+    entries: list[tuple[int, list[bytes]]] = []
+    if pos >= len(ok):
+        return status, entries
+    n, pos = lenenc(ok, pos)  # info
+    pos += n or 0
+    if not status & 0x4000:
+        return status, entries
+    total, pos = lenenc(ok, pos)
+    end = pos + total
+    while pos < end:
+        kind = ok[pos]
+        size, pos = lenenc(ok, pos + 1)
+        data, pos, fields, at = ok[pos:pos + size], pos + size, [], 0
+        while at < len(data):
+            m, at = lenenc(data, at)
+            fields.append(data[at:at + m])
+            at += m
+        entries.append((kind, fields))
+    return status, entries
+
+
+def test_session_state_changes_are_tracked(pf_ddm: DDM, node0: Node) -> None:
+    """Under CLIENT_SESSION_TRACK the OK packets of SET NAMES / SET autocommit / other SETs / USE / COM_INIT_DB
+    carry the same session-state changes (MariaDB's default tracking) through ddm as from the node."""
+    statements = [b"\x03SET NAMES latin1", b"\x03SET NAMES utf8", b"\x03SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+                  b"\x03SET autocommit = 0", b"\x03SET autocommit = 1", b"\x03SET character_set_client = latin1",
+                  b"\x03SET time_zone = '+01:00'", b"\x03SET @a = 1", b"\x03SET sql_mode = ''", b"\x03USE {db}",
+                  b"\x02{db}", b"\x03SELECT 1 FROM DUAL WHERE 0"]
+    answers = []
+    for target in both(pf_ddm, node0):
+        db = (DB if isinstance(target, DDM) else PHYS[DB]).encode()
+        with raw(target, caps=RAW_CAPS | SESSION_TRACK) as c:
+            got = []
+            for stmt in statements:
+                if stmt.startswith(b"\x03SELECT"):
+                    c.command(stmt)
+                    got.append(c.read_result()[2][:1])
+                    continue
+                status, entries = session_state(c.ok(stmt.replace(b"{db}", db)))
+                # (the node lists changed variables in its hash table's order, which varies: compared as a set)
+                got.append((status, sorted((k, [f.replace(db, b"<db>") for f in fields]) for k, fields in entries)))
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert (0, [b"character_set_connection", b"latin1"]) in answers[1][0][1]
+    assert answers[1][9][1] == [(1, [b"<db>"])]

@@ -17,7 +17,7 @@ from ddm.wire.constants import field_type as FT
 from ddm.wire.constants import server_status as SS
 from ddm.wire.resultset import column_definition, simple_resultset, text_resultset, text_row
 from ddm.wire.rowcodec import split_text_row
-from ddm.wire.session import COLLATIONS
+from ddm.wire.session import COLLATIONS, names_tracked, ok_with_state, track_schema, track_variables
 from ddm_core.lexer import lex
 from ddm_core.packets import ok_packet
 
@@ -111,7 +111,10 @@ class LocalStatementsMixin:
             return
         self.session.bind_database(self.config, name)
         self._target_key = None
-        self.send_ok()
+        if self.session_track:  # SESSION_TRACK_SCHEMA, as the node reports a USE
+            self.send_packet(ok_with_state(self.status_flags(), track_schema(name.encode())), 1)
+        else:
+            self.send_ok()
 
     def _select_database(self, sql: bytes) -> bool:
         norm = sql.upper().replace(b" ", b"").replace(b"\n", b"").rstrip(b";")
@@ -159,7 +162,12 @@ class LocalStatementsMixin:
             if kind == "autocommit":
                 self.session.autocommit = value
             self.session.record(sql.strip().rstrip(b";"))
-            self.send_ok()
+            if self.session_track:  # the tracked system variables, as the node reports them
+                state = (names_tracked(value) if kind == "names"
+                         else track_variables([(b"autocommit", b"ON" if value else b"OFF")]))
+                self.send_packet(ok_with_state(self.status_flags(), state), 1)
+            else:
+                self.send_ok()
             self.command_done()
             return True
         self.run_slow(self._run_set(sql))
@@ -188,8 +196,11 @@ class LocalStatementsMixin:
         if b"autocommit=" in low:
             self.session.autocommit = not (b"autocommit=0" in low or b"autocommit=off" in low
                                            or b"autocommit=false" in low)
-        self.send_packet(ok_packet(res.affected_rows, res.insert_id, res.status, res.warnings, res.info,
-                             self.session_track), 1)
+        if self.session_track and res.ok is not None:
+            self.send_packet(res.ok, 1)  # the node's OK, with its session-state changes
+        else:
+            self.send_packet(ok_packet(res.affected_rows, res.insert_id, res.status, res.warnings, res.info,
+                                       self.session_track), 1)
         if conn is not self.conn:
             if conn.in_transaction:
                 self.conn = conn

@@ -95,6 +95,60 @@ class CharsetRefused(Exception):
         self.charset = charset
 
 
+# CLIENT_SESSION_TRACK: the session-state changes an OK packet carries, for the statements ddm answers itself (the
+# node's own OK packets are forwarded as they are). MariaDB's defaults: session_track_schema on, the system variables
+# autocommit, character_set_client, character_set_connection, character_set_results, time_zone.
+SESSION_STATE_CHANGED = 0x4000
+TRACK_SYSTEM_VARIABLES, TRACK_SCHEMA = 0, 1
+
+
+def _lenenc_str(b: bytes) -> bytes:
+    n = len(b)
+    if n < 0xFB:
+        return bytes([n]) + b
+    if n < 1 << 16:
+        return b"\xfc" + n.to_bytes(2, "little") + b
+    if n < 1 << 24:
+        return b"\xfd" + n.to_bytes(3, "little") + b
+    return b"\xfe" + n.to_bytes(8, "little") + b
+
+
+def track_schema(name: bytes) -> bytes:
+    """The session-state entry of a USE."""
+    return bytes([TRACK_SCHEMA]) + _lenenc_str(_lenenc_str(name))
+
+
+def track_variables(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """The session-state entries of tracked system variables set to these values, in MariaDB's order."""
+    return b"".join(bytes([TRACK_SYSTEM_VARIABLES]) + _lenenc_str(_lenenc_str(n) + _lenenc_str(v)) for n, v in pairs)
+
+
+def names_tracked(charset: bytes) -> bytes:
+    """What MariaDB reports after SET NAMES <charset> (utf8 is utf8mb3 there)."""
+    cs = charset.lower()
+    if cs == b"utf8":
+        cs = b"utf8mb3"
+    return track_variables([(b"character_set_connection", cs), (b"character_set_client", cs),
+                            (b"character_set_results", cs)])
+
+
+def ok_with_state(status: int, state: bytes, affected: int = 0, insert_id: int = 0, warnings: int = 0) -> bytes:
+    """An OK packet (CLIENT_SESSION_TRACK) carrying session-state changes."""
+    return (b"\x00" + _lenenc_int(affected) + _lenenc_int(insert_id)
+            + (status | SESSION_STATE_CHANGED).to_bytes(2, "little") + warnings.to_bytes(2, "little")
+            + b"\x00" + _lenenc_str(state))
+
+
+def _lenenc_int(n: int) -> bytes:
+    if n < 0xFB:
+        return bytes([n])
+    if n < 1 << 16:
+        return b"\xfc" + n.to_bytes(2, "little")
+    if n < 1 << 24:
+        return b"\xfd" + n.to_bytes(3, "little")
+    return b"\xfe" + n.to_bytes(8, "little")
+
+
 @dataclass
 class Session:
     user: str = ""
