@@ -308,3 +308,62 @@ def test_session_state_changes_are_tracked(pf_ddm: DDM, node0: Node) -> None:
     assert answers[0] == answers[1]
     assert (0, [b"character_set_connection", b"latin1"]) in answers[1][0][1]
     assert answers[1][9][1] == [(1, [b"<db>"])]
+
+
+# ------------------------------------------------------------------------------- item 9: MariaDB's extended capabilities
+
+BULK = 1 << 2  # MARIADB_CLIENT_STMT_BULK_OPERATIONS
+
+
+def greeting_ext_caps(target: DDM | Node) -> tuple[int, int]:
+    """(capability flags, MariaDB extended capabilities) of the greeting."""
+    with RawClient(target.port, login=False) as c:
+        g = c.greeting()
+    pos = g.index(b"\0", 1) + 1 + 4 + 8 + 1
+    caps = struct.unpack_from("<H", g, pos)[0]
+    caps |= struct.unpack_from("<H", g, pos + 5)[0] << 16
+    return caps, struct.unpack_from("<I", g, pos + 8 + 6)[0]
+
+
+def bulk_login(target: DDM | Node) -> RawClient:
+    """A raw client that clears CLIENT_MYSQL and asks for STMT_BULK_OPERATIONS, as libmariadb does."""
+    port, user, pw, db = ((target.port, "native", "nativepw", DB) if isinstance(target, DDM)
+                          else (target.port, target.user, target.password, PHYS[DB]))
+    c = RawClient(port, caps=RAW_CAPS & ~1, login=False)
+    c.greeting()
+    p = bytearray(c.handshake_response(user, pw, db, b"mysql_native_password"))
+    p[28:32] = struct.pack("<I", BULK)
+    c.write_packet(bytes(p))
+    c.finish_auth(pw)
+    return c
+
+
+def test_bulk_execute_as_the_node(pf_ddm: DDM, node0: Node) -> None:
+    """ddm offers STMT_BULK_OPERATIONS when the node does (MariaDB's way: CLIENT_MYSQL clear, the bits in the
+    greeting's reserved bytes), and COM_STMT_BULK_EXECUTE inserts the rows as on the node, types sent once."""
+    node_caps, node_ext = greeting_ext_caps(node0)
+    ddm_caps, ddm_ext = greeting_ext_caps(pf_ddm)
+    assert node_ext & BULK and ddm_ext == BULK and not ddm_caps & 1 and not node_caps & 1
+    answers = []
+    for target in both(pf_ddm, node0):
+        table = "pf_bulk_ddm" if isinstance(target, DDM) else "pf_bulk_direct"
+        with bulk_login(target) as c:
+            c.ok(f"\x03DROP TABLE IF EXISTS {table}".encode())
+            c.ok(f"\x03CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(20))".encode())
+            stmt_id, _, _ = c.prepare(f"INSERT INTO {table} VALUES (?, ?)")
+            got = []
+            for start, send_types in ((1, True), (10, False)):
+                rows = b"".join(b"\x00" + struct.pack("<q", i) + (b"\x01" if i % 3 == 0 else
+                                b"\x00" + bytes([len(b"v%d" % i)]) + b"v%d" % i) for i in range(start, start + 4))
+                head = b"\xfa" + struct.pack("<IH", stmt_id, 128 if send_types else 0)
+                ok = c.ok(head + (b"\x08\x00\xfd\x00" if send_types else b"") + rows)
+                got.append(ok[1])  # affected rows
+            try:
+                c.ok(b"\xfa" + struct.pack("<IH", stmt_id, 0) + b"\x00" + struct.pack("<q", 1) + b"\x01")
+            except ServerError as exc:
+                got.append(exc.code)  # a duplicate key
+            got.append(c.query(f"SELECT id, v FROM {table} ORDER BY id"))
+            c.ok(f"\x03DROP TABLE {table}".encode())
+            answers.append(got)
+    assert answers[0] == answers[1]
+    assert answers[0][:3] == [4, 4, 1062]

@@ -41,6 +41,7 @@ from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError
 from ddm.wire import auth, backend
 from ddm.wire.backend import BackendConnection, BackendError, NodeUnavailable
+from ddm.wire.constants import client as CLIENT
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import server_status as SS
 from ddm.wire.params import ParamError
@@ -56,6 +57,7 @@ COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
 COM_REFRESH, COM_STATISTICS, COM_PROCESS_KILL, COM_DEBUG, COM_PING, COM_CHANGE_USER = 0x07, 0x09, 0x0C, 0x0D, 0x0E, 0x11
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
 COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
+COM_STMT_BULK_EXECUTE = 0xFA  # MariaDB, with MARIADB_CLIENT_STMT_BULK_OPERATIONS
 
 
 
@@ -72,6 +74,8 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
         self.conn_id = server.next_connection_id()
         self.scramble = auth.new_scramble()
         self.caps = 0
+        self.ext_caps = 0  # MariaDB's extended capabilities agreed with the client (CLIENT.MARIADB_*)
+        self.server_ext_caps = 0
         self.flavour = 0
         self.deprecate_eof = False
         self.session_track = False
@@ -316,6 +320,8 @@ class ClientConnection(HandshakeMixin, RoutingMixin, DiagnosticsMixin, LocalStat
             self.run_slow(self._com_reset_connection())
         elif cmd == COM_CHANGE_USER:
             self._com_change_user(payload)
+        elif cmd == COM_STMT_BULK_EXECUTE and self.ext_caps & CLIENT.MARIADB_STMT_BULK_OPERATIONS:
+            self.run_slow(self._com_stmt_bulk_execute(payload))
         elif cmd == COM_DEBUG:
             # MariaDB writes debug information to the node's error log and answers EOF; ddm has none to write
             # (docs/compatibility.md) and answers the same EOF (an OK with the EOF header under DEPRECATE_EOF)

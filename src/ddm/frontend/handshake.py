@@ -107,11 +107,17 @@ class HandshakeMixin:
         caps = CLIENT.SERVER_CAPABILITIES
         if not self.server.tls_context:
             caps &= ~CLIENT.SSL
+        # MariaDB's extended capabilities the data nodes offer and ddm can forward (CLIENT.MARIADB_OFFERED); like
+        # MariaDB, LONG_PASSWORD (CLIENT_MYSQL) is then clear and the last 4 reserved bytes carry them
+        ext = CLIENT.MARIADB_OFFERED & getattr(self.server, "node_ext_caps", 0)
+        if ext:
+            caps &= ~CLIENT.LONG_PASSWORD
         s = self.scramble
         payload = (b"\x0a" + version + b"\0" + struct.pack("<I", self.conn_id) + s[:8] + b"\0"
-                   + struct.pack("<HBHHB", caps & 0xFFFF, 45, SS.AUTOCOMMIT, caps >> 16, 21) + b"\0" * 10
-                   + s[8:] + b"\0" + NATIVE + b"\0")
+                   + struct.pack("<HBHHB", caps & 0xFFFF, 45, SS.AUTOCOMMIT, caps >> 16, 21) + b"\0" * 6
+                   + struct.pack("<I", ext) + s[8:] + b"\0" + NATIVE + b"\0")
         self.server_caps = caps
+        self.server_ext_caps = ext
         self.send_packet(payload, 0)
         self.phase = PH_AUTH
         self.auth_state = "response"
@@ -208,6 +214,8 @@ class HandshakeMixin:
         if caps & CLIENT.PLUGIN_AUTH and pos < len(p):
             plugin, pos = _cstring(p, pos)
         self.caps = caps & self.server_caps
+        if not caps & CLIENT.LONG_PASSWORD and len(p) >= 32:
+            self.ext_caps = struct.unpack_from("<I", p, 28)[0] & self.server_ext_caps
         self.flavour = self.caps & FLAVOUR_BITS
         self.deprecate_eof = bool(self.caps & CLIENT.DEPRECATE_EOF)
         self.session_track = bool(self.caps & CLIENT.SESSION_TRACK)

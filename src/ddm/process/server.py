@@ -47,6 +47,7 @@ class Server:
         self._id_base = (worker_id & 0x3FF) << 22
         self.sharding = ShardingContext(self)
         self.node_version = ""
+        self.node_ext_caps = 0
         self.charsets: CharsetTable | None = None  # the nodes' collations (charset_table)
         self._charsets_tried = 0.0
         self.tls_context: ssl.SSLContext | None = None
@@ -87,6 +88,7 @@ class Server:
             return
         if not self.config.server.server_version:
             self.node_version = conn.server_version.decode("utf-8", "replace")
+        self.node_ext_caps = conn.server_ext_caps  # what the greeting offers of MariaDB's extended capabilities
         try:
             rows = (await conn.query(COLLATIONS_QUERY)).rows
             defaults = (await conn.query(DEFAULTS_QUERY)).rows
