@@ -55,7 +55,7 @@ class Server:
             env["PYTHONPATH"] = src
         module = "ddm.process.server_main"
         if src is not None and not os.path.exists(os.path.join(src, "ddm", "process", "server_main.py")):
-            module = "ddm.server_main"  # a checkout from before the subpackage layout
+            module = ".".join(("ddm", "server_main"))  # a checkout from before the subpackage layout
         cmd = [sys.executable, "-m", module, "--config", config, "--workers", "1"]
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,

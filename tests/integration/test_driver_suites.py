@@ -24,8 +24,6 @@ _spec.loader.exec_module(suite)
 P = "pymysql.tests."
 # Failures through ddm only, each understood (and reported); a fixed one must be removed from here.
 KNOWN_DIFFERENCES = {
-    P + "test_connection.TestConnection::test_connection_gone_away":
-        "wait_timeout applies to pooled data-node connections, not to the client's connection to ddm",
     P + "test_issues.TestOldIssues::test_issue_6": "database `mysql` is not a logical database of ddm",
     P + "test_connection.TestAuthentication::test_plugin":
         "reads mysql.user: a system schema, refused (1142) to a user without the system_schemas privilege",

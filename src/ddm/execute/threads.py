@@ -5,7 +5,9 @@ workers) is the only one a client can name; data-node thread ids stay inside ddm
 node as written (every node thread belongs to ddm's node account). KILL QUERY sends `KILL QUERY <node thread id>`
 over a separate pooled connection for each backend connection running the target's statement; KILL CONNECTION also
 closes the target, whose backend connections then go back reset (or closed when mid-response). A client finds and
-kills connections of its own worker only; ddm users are equals, so any connection of the same user may be killed.
+kills connections of its own worker only. Like MariaDB, a user may kill its own connections, and a user with ddm's
+`admin` privilege (the counterpart of SUPER / CONNECTION ADMIN) any user's; SHOW PROCESSLIST lists the connections a
+user may kill (PROCESS).
 A SELECT on a shared pipelined connection (`ddm.execute.pipeline`) that is running there is killed the same way once its
 pipe is isolated (`Pipe.prepare_kill`: the other clients queued move to the normal path, the pipe takes nothing more
 and closes after it), so the node thread cannot be running another client's statement when the KILL arrives; a
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from ddm.protect import privileges
 from ddm.wire.backend import BackendError
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import field_type as FT
@@ -83,7 +86,18 @@ def show_processlist(client: ClientSession, sql: bytes, full: bool) -> None:
 
 
 def _visible(client: ClientSession) -> list[ClientSession]:
-    return [c for c in client.server.clients if c.logged_in and c.session.user == client.session.user]
+    admin = is_admin(client)
+    return [c for c in client.server.clients if c.logged_in and (admin or c.session.user == client.session.user)]
+
+
+def is_admin(client: ClientSession) -> bool:
+    """Whether the client's user has ddm's `admin` privilege (all privileges included): it sees and may kill
+    every user's connections."""
+    user = getattr(client, "user", None)
+    if user is None:
+        return False
+    g = privileges.guard(client.config, user)
+    return g is None or g.admin
 
 
 def _host(c: ClientSession) -> str:
@@ -109,7 +123,7 @@ def kill(client: ClientSession, thread_id: int, query_only: bool) -> None:
     target = find(client, thread_id)
     if target is None:
         client.send_error(ER.NO_SUCH_THREAD, f"Unknown thread id: {thread_id}")
-    elif target.session.user != client.session.user:
+    elif target.session.user != client.session.user and not is_admin(client):
         client.send_error(ER.KILL_DENIED_ERROR, f"You are not owner of thread {thread_id}")
     elif target is client:  # the statement running is the KILL itself
         if query_only:

@@ -25,7 +25,7 @@ from ddm.execute import executor, metadata, threads
 from ddm.execute.client import PH_AUTH, PH_CLOSED, PH_COMMAND, PH_HANDSHAKE, PH_INFILE
 from ddm.execute.infile import InfileRelay
 from ddm.execute.pool import PoolTimeout
-from ddm.frontend import multistatement
+from ddm.frontend import connid, multistatement
 from ddm.frontend.diagnostics import CALC_FOUND_ROWS, DiagnosticsMixin
 from ddm.frontend.handshake import NATIVE, HandshakeMixin
 from ddm.frontend.local import (
@@ -41,6 +41,7 @@ from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError
 from ddm.wire import auth, backend
 from ddm.wire.backend import BackendConnection, BackendError, NodeUnavailable
+from ddm.wire.constants import client as CLIENT
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import server_status as SS
 from ddm.wire.params import ParamError
@@ -53,9 +54,10 @@ log = logging.getLogger("ddm.frontend.connection")
 
 
 COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
-COM_STATISTICS, COM_PROCESS_KILL, COM_PING, COM_CHANGE_USER = 0x09, 0x0C, 0x0E, 0x11
+COM_REFRESH, COM_STATISTICS, COM_PROCESS_KILL, COM_DEBUG, COM_PING, COM_CHANGE_USER = 0x07, 0x09, 0x0C, 0x0D, 0x0E, 0x11
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
 COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
+COM_STMT_BULK_EXECUTE = 0xFA  # MariaDB, with MARIADB_CLIENT_STMT_BULK_OPERATIONS
 
 
 
@@ -72,6 +74,8 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
         self.conn_id = server.next_connection_id()
         self.scramble = auth.new_scramble()
         self.caps = 0
+        self.ext_caps = 0  # MariaDB's extended capabilities agreed with the client (CLIENT.MARIADB_*)
+        self.server_ext_caps = 0
         self.flavour = 0
         self.deprecate_eof = False
         self.session_track = False
@@ -115,6 +119,8 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
         self._login_timer: asyncio.TimerHandle | None = None  # server.connect_timeout
         self.expect_seq = 1  # the sequence id the client's next connection-phase packet must carry
         self.ddl_ran = False  # the last command was DDL: the schema epoch moves again once it is over
+        self.idle_mark = -1  # ddm.frontend.idle: the command count when the client was first seen idle, and when
+        self.idle_since = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -138,6 +144,11 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
         self.phase = PH_CLOSED
         self.server.clients.discard(self)
         self._end_preauth()
+        fwd = self.fwd_conn
+        if fwd is not None:
+            # a node response still streaming to this client goes nowhere now: writing it to the closed transport
+            # would raise inside the node connection's data_received ("Fatal error on transport")
+            fwd.sink = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._multi is not None:
@@ -309,6 +320,18 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
             self.run_slow(self._com_reset_connection())
         elif cmd == COM_CHANGE_USER:
             self._com_change_user(payload)
+        elif cmd == COM_STMT_BULK_EXECUTE and self.ext_caps & CLIENT.MARIADB_STMT_BULK_OPERATIONS:
+            self.run_slow(self._com_stmt_bulk_execute(payload))
+        elif cmd == COM_DEBUG:
+            # MariaDB writes debug information to the node's error log and answers EOF; ddm has none to write
+            # (docs/compatibility.md) and answers the same EOF (an OK with the EOF header under DEPRECATE_EOF)
+            if self.deprecate_eof:
+                self.send_packet(b"\xfe" + ok_packet(0, 0, self.status_flags(), 0, b"", self.session_track)[1:], 1)
+            else:
+                self.send_packet(b"\xfe\x00\x00" + struct.pack("<H", self.status_flags()), 1)
+            self.command_done()
+        elif cmd == COM_REFRESH:
+            self._com_refresh(payload)
         elif cmd == COM_PROCESS_KILL:  # deprecated form of KILL CONNECTION <id>
             threads.kill(self, struct.unpack_from("<I", payload, 1)[0], query_only=False)
         else:
@@ -377,6 +400,11 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
                 lexed = lex(sql)
             if lexed.statement_count > 1 and self._multi_statement(lexed):
                 return
+        if kw != b"KILL" and connid.HINT(sql) is not None and connid.PLAIN(sql) is None:
+            own = connid.rewrite(sql, self.conn_id)  # ddm's id, not the node connection's (ddm.frontend.connid)
+            if own is not None:
+                sql, lexed, self.raw = own, None, None
+                payload = self.payload = b"\x03" + own
         handler = LOCAL_STATEMENTS.get(kw)
         if handler is not None and handler(self, sql):
             return
@@ -525,6 +553,14 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
             else:
                 self.send_packet(b"\xfe\x00\x00" + struct.pack("<H", self.status_flags()), 1)
         self.command_done()
+
+    def _com_refresh(self, payload: bytes) -> None:
+        """COM_REFRESH (the old form of FLUSH): checked like FLUSH (the RELOAD privilege, ddm's `admin`) and sent to
+        the data node of the session's database, as a FLUSH statement would be."""
+        guard = privileges.guard(self.config, self.user)
+        if guard is not None and self._refused(guard, b"FLUSH TABLES", None):
+            return
+        self.run_slow(self._forward_slow(payload, KIND_RESULT))
 
     def _com_statistics(self) -> None:
         up = int(time.monotonic() - self.server.started)

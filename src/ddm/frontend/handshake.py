@@ -16,7 +16,7 @@ from ddm.wire.backend import FLAVOUR_BITS
 from ddm.wire.constants import client as CLIENT
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import server_status as SS
-from ddm.wire.session import Session, set_names_for
+from ddm.wire.session import CharsetRefused, Session, set_names_for
 from ddm_core.packets import err_packet, ok_packet
 
 log = logging.getLogger("ddm.frontend.connection")  # one logger name for the client connection
@@ -107,11 +107,17 @@ class HandshakeMixin:
         caps = CLIENT.SERVER_CAPABILITIES
         if not self.server.tls_context:
             caps &= ~CLIENT.SSL
+        # MariaDB's extended capabilities the data nodes offer and ddm can forward (CLIENT.MARIADB_OFFERED); like
+        # MariaDB, LONG_PASSWORD (CLIENT_MYSQL) is then clear and the last 4 reserved bytes carry them
+        ext = CLIENT.MARIADB_OFFERED & getattr(self.server, "node_ext_caps", 0)
+        if ext:
+            caps &= ~CLIENT.LONG_PASSWORD
         s = self.scramble
         payload = (b"\x0a" + version + b"\0" + struct.pack("<I", self.conn_id) + s[:8] + b"\0"
-                   + struct.pack("<HBHHB", caps & 0xFFFF, 45, SS.AUTOCOMMIT, caps >> 16, 21) + b"\0" * 10
-                   + s[8:] + b"\0" + NATIVE + b"\0")
+                   + struct.pack("<HBHHB", caps & 0xFFFF, 45, SS.AUTOCOMMIT, caps >> 16, 21) + b"\0" * 6
+                   + struct.pack("<I", ext) + s[8:] + b"\0" + NATIVE + b"\0")
         self.server_caps = caps
+        self.server_ext_caps = ext
         self.send_packet(payload, 0)
         self.phase = PH_AUTH
         self.auth_state = "response"
@@ -208,15 +214,30 @@ class HandshakeMixin:
         if caps & CLIENT.PLUGIN_AUTH and pos < len(p):
             plugin, pos = _cstring(p, pos)
         self.caps = caps & self.server_caps
+        if not caps & CLIENT.LONG_PASSWORD and len(p) >= 32:
+            self.ext_caps = struct.unpack_from("<I", p, 28)[0] & self.server_ext_caps
         self.flavour = self.caps & FLAVOUR_BITS
         self.deprecate_eof = bool(self.caps & CLIENT.DEPRECATE_EOF)
         self.session_track = bool(self.caps & CLIENT.SESSION_TRACK)
         self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
-        names = set_names_for(charset)
-        if names:
-            self.session.record(names)
+        if not self._client_charset(charset):
+            return
         self.pending_db = db
         self._begin_auth(user, plugin, resp)
+
+    def _client_charset(self, charset: int) -> bool:
+        """Record the SET NAMES that gives node connections the client's collation (the node's own collation
+        list, ddm.wire.session.CharsetTable); a character set MariaDB refuses for a client is refused as it does."""
+        table = self.server.charset_table() if hasattr(self.server, "charset_table") else None
+        try:
+            names = set_names_for(charset, table)
+        except CharsetRefused as exc:
+            self.send_error(ER.WRONG_VALUE_FOR_VAR, str(exc), self.seq)
+            self.close()
+            return False
+        if names:
+            self.session.record(names)
+        return True
 
     def _begin_auth(self, user: str, plugin: bytes, resp: bytes) -> None:
         self.session.user = user
@@ -293,6 +314,9 @@ class HandshakeMixin:
         self.framer.max_payload = self.config.server.max_packet_size
         self.phase = PH_COMMAND
         self.send_packet(ok_packet(0, 0, SS.AUTOCOMMIT, 0, b"", self.session_track), self.seq)
+        watch = getattr(self.server, "idle_watch", None)
+        if watch is not None:
+            watch.start()  # wait_timeout (ddm.frontend.idle)
 
     def check_db(self, db: str) -> tuple[int, str] | None:
         if db not in self.config.databases:
@@ -337,9 +361,8 @@ class HandshakeMixin:
         self.session = Session()
         self._target_key = None
         self.session.multi_statements = bool(self.caps & CLIENT.MULTI_STATEMENTS)
-        names = set_names_for(charset) if charset is not None else None
-        if names:
-            self.session.record(names)
+        if charset is not None and not self._client_charset(charset):
+            return
         self.pending_db = db
         self.phase = PH_AUTH
         self.seq = 1

@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 
 from ddm.execute import threads
+from ddm.frontend import idle
 from ddm.frontend.diagnostics import DIAGNOSTICS_STATEMENT
 from ddm.sharding.plan import database_ddl_refusal
 from ddm.wire.constants import er as ER
 from ddm.wire.constants import field_type as FT
 from ddm.wire.constants import server_status as SS
 from ddm.wire.resultset import column_definition, simple_resultset, text_resultset, text_row
-from ddm.wire.session import COLLATIONS
+from ddm.wire.rowcodec import split_text_row
+from ddm.wire.session import COLLATIONS, names_tracked, ok_with_state, track_schema, track_variables
 from ddm_core.lexer import lex
 from ddm_core.packets import ok_packet
 
@@ -109,7 +111,10 @@ class LocalStatementsMixin:
             return
         self.session.bind_database(self.config, name)
         self._target_key = None
-        self.send_ok()
+        if self.session_track:  # SESSION_TRACK_SCHEMA, as the node reports a USE
+            self.send_packet(ok_with_state(self.status_flags(), track_schema(name.encode())), 1)
+        else:
+            self.send_ok()
 
     def _select_database(self, sql: bytes) -> bool:
         norm = sql.upper().replace(b" ", b"").replace(b"\n", b"").rstrip(b";")
@@ -157,7 +162,12 @@ class LocalStatementsMixin:
             if kind == "autocommit":
                 self.session.autocommit = value
             self.session.record(sql.strip().rstrip(b";"))
-            self.send_ok()
+            if self.session_track:  # the tracked system variables, as the node reports them
+                state = (names_tracked(value) if kind == "names"
+                         else track_variables([(b"autocommit", b"ON" if value else b"OFF")]))
+                self.send_packet(ok_with_state(self.status_flags(), state), 1)
+            else:
+                self.send_ok()
             self.command_done()
             return True
         self.run_slow(self._run_set(sql))
@@ -175,12 +185,22 @@ class LocalStatementsMixin:
         self.session.record(sql.strip().rstrip(b";"))
         self.session.no_backslash_escapes = bool(res.status & SS.NO_BACKSLASH_ESCAPES)
         conn.signature = self.session.signature
+        if idle.SETS_WAIT_TIMEOUT(sql) is not None:
+            # the value the node took (expressions, DEFAULT, clamping), for ddm.frontend.idle
+            rows = (await conn.query(b"SELECT @@session.wait_timeout")).rows
+            if rows:
+                value = split_text_row(rows[0], 1)[0]
+                if value is not None:
+                    self.session.wait_timeout = float(value)
         low = sql.lower().replace(b" ", b"")
         if b"autocommit=" in low:
             self.session.autocommit = not (b"autocommit=0" in low or b"autocommit=off" in low
                                            or b"autocommit=false" in low)
-        self.send_packet(ok_packet(res.affected_rows, res.insert_id, res.status, res.warnings, res.info,
-                             self.session_track), 1)
+        if self.session_track and res.ok is not None:
+            self.send_packet(res.ok, 1)  # the node's OK, with its session-state changes
+        else:
+            self.send_packet(ok_packet(res.affected_rows, res.insert_id, res.status, res.warnings, res.info,
+                                       self.session_track), 1)
         if conn is not self.conn:
             if conn.in_transaction:
                 self.conn = conn

@@ -11,6 +11,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ddm.execute import executor
+from ddm.frontend import connid
 from ddm.frontend.pinning import CURSOR_EXISTS, NOTE_WORDS, USER_LOCK_CALL
 from ddm.protect import limits, privileges
 from ddm.sharding.plan import PlanError, database_ddl_refusal
@@ -20,6 +21,8 @@ from ddm.wire.constants import er as ER
 from ddm.wire.constants.command import QUERY as COM_QUERY
 from ddm_core.packets import first_word, frame
 from ddm_core.protocol import KIND_ROWS
+
+BULK_SEND_TYPES = 128  # STMT_BULK_FLAG_SEND_TYPES_TO_SERVER
 
 log = logging.getLogger("ddm.frontend.connection")  # one logger name for the client connection
 
@@ -88,6 +91,8 @@ class PreparedStatementsMixin:
         refusal = guard.check(sql, self.session.db) if guard is not None else None
         if refusal is not None:
             raise PlanError(refusal.code, refusal.message.replace("{host}", self.peer))
+        if connid.HINT(sql) is not None:
+            sql = connid.rewrite(sql, self.conn_id) or sql  # ddm's id, not the node connection's
         if first_word(sql) in (b"CREATE", b"DROP"):
             refused = database_ddl_refusal(sql)
             if refused is not None:
@@ -171,6 +176,39 @@ class PreparedStatementsMixin:
             if conn is not self.conn:
                 conn.pool.release(conn)
         self.run_slow(self._execute_slow(stmt, payload, node, phys))
+
+    async def _com_stmt_bulk_execute(self, payload: bytes) -> None:
+        """COM_STMT_BULK_EXECUTE (MariaDB's array binding): on the node of a pass-through statement, with the node
+        statement's id and the parameter types it has not seen yet; the node's answer is forwarded."""
+        stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
+        if stmt is None:
+            raise PlanError(ER.UNKNOWN_STMT_HANDLER, "Unknown prepared statement handler given to "
+                                                     "mysqld_stmt_bulk_execute")
+        if stmt.plan is not None:
+            raise PlanError(ER.NOT_SUPPORTED_YET, "This version of ddm doesn't yet support 'COM_STMT_BULK_EXECUTE on "
+                                                  "a sharded database' (execute the statement once per row)")
+        if stmt.effects is not None:
+            self._note_sticky(stmt.effects, stmt.sql)
+        conn = await self._conn_for(stmt.node, stmt.phys)
+        try:
+            bstmt = await self.node_statement(conn, stmt, stmt.sql)
+        except BaseException:
+            if conn is not self.conn:
+                self.give_back(conn)
+            raise
+        if bstmt not in stmt.held:
+            stmt.hold(conn, bstmt)
+        flags = struct.unpack_from("<H", payload, 5)[0]
+        body = payload[7:]
+        n = stmt.nparams
+        if flags & BULK_SEND_TYPES:
+            stmt.param_types = bstmt.types_bound = body[:2 * n]
+        elif n and stmt.param_types is not None and bstmt.types_bound != stmt.param_types:
+            flags |= BULK_SEND_TYPES  # this node statement has not seen the client's types
+            body = stmt.param_types + body
+            bstmt.types_bound = stmt.param_types
+        await self.forward_and_wait(conn, frame(b"\xfa" + struct.pack("<IH", bstmt.stmt_id, flags) + body, 0))
+        self._settle(conn)
 
     def run_unpiped(self) -> None:
         """Answer the current command again, without a pipe: it was queued on one behind a slow statement

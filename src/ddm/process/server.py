@@ -21,8 +21,11 @@ from ddm.execute.executor import ShardingContext
 from ddm.execute.pipeline import Pipelines
 from ddm.execute.pool import PoolSet
 from ddm.frontend.connection import ClientConnection
+from ddm.frontend.idle import IdleWatch
 from ddm.protect.limits import LoginThrottle, PreauthGate
 from ddm.wire import auth, tls
+from ddm.wire.rowcodec import split_text_row
+from ddm.wire.session import COLLATIONS_QUERY, DEFAULTS_QUERY, CharsetTable
 
 log = logging.getLogger("ddm.process.server")
 DRAIN_SETTLE = 0.3  # seconds a draining worker waits before closing idle clients (see Server.drain)
@@ -44,9 +47,13 @@ class Server:
         self._id_base = (worker_id & 0x3FF) << 22
         self.sharding = ShardingContext(self)
         self.node_version = ""
+        self.node_ext_caps = 0
+        self.charsets: CharsetTable | None = None  # the nodes' collations (charset_table)
+        self._charsets_tried = 0.0
         self.tls_context: ssl.SSLContext | None = None
         self.rsa_keys: auth.RSAKeyPair | None = None
         self._setup_keys()
+        self.idle_watch = IdleWatch(self)  # wait_timeout (ddm.frontend.idle)
         self.pipelines = Pipelines(self)  # shared connections of nodes with pool.pipelining (ddm.execute.pipeline)
 
     def _setup_keys(self) -> None:
@@ -69,16 +76,36 @@ class Server:
         return SERVER_VERSION
 
     async def _probe_node_version(self) -> None:
+        """The first data node's version (for the greeting) and collations (ddm.wire.session.CharsetTable)."""
         node = next(iter(self.config.nodes), None)
-        if node is None or self.config.server.server_version:
+        if node is None:
             return
+        self._charsets_tried = time.monotonic()
         try:
             conn = await asyncio.wait_for(self.pools.get(node, 0).acquire(), 2.0)
         except Exception as exc:  # the node may be down at start: keep the default string
             log.warning("cannot read the version of data node %s: %s", node, exc)
             return
-        self.node_version = conn.server_version.decode("utf-8", "replace")
-        conn.pool.release(conn)
+        if not self.config.server.server_version:
+            self.node_version = conn.server_version.decode("utf-8", "replace")
+        self.node_ext_caps = conn.server_ext_caps  # what the greeting offers of MariaDB's extended capabilities
+        try:
+            rows = (await conn.query(COLLATIONS_QUERY)).rows
+            defaults = (await conn.query(DEFAULTS_QUERY)).rows
+            self.charsets = CharsetTable.from_rows([split_text_row(r, 3) for r in rows],
+                                                   tuple(split_text_row(defaults[0], 3)) if defaults else None)
+        except Exception as exc:
+            log.warning("cannot read the collations of data node %s: %s", node, exc)
+        finally:
+            conn.pool.release(conn)
+
+    def charset_table(self) -> CharsetTable | None:
+        """The data nodes' collations; None until a node has answered (then asked again, at most every 10 s)."""
+        table = self.charsets
+        if table is None and time.monotonic() - self._charsets_tried > 10:
+            self._charsets_tried = time.monotonic()
+            self.loop.create_task(self._probe_node_version())
+        return table
 
     def next_connection_id(self) -> int:
         """10 bits of worker id over a 22-bit counter (like snowflake), so ids are unique across workers and KILL can
@@ -143,6 +170,7 @@ class Server:
             client.close()
 
     async def close(self) -> None:
+        self.idle_watch.stop()
         await self.stop_accepting()
         for client in list(self.clients):
             client.close()

@@ -140,7 +140,10 @@ def parse_handshake(payload: bytes) -> dict:
     caps |= struct.unpack_from("<H", payload, pos)[0] << 16 if pos + 2 <= len(payload) else 0
     pos += 2
     data_len = payload[pos] if pos < len(payload) else 0
-    pos += 11  # length byte + 10 reserved (MariaDB puts its extended capabilities in the last 4)
+    ext_caps = 0  # MariaDB puts its extended capabilities in the last 4 of the 10 reserved bytes
+    if not caps & CLIENT.LONG_PASSWORD and pos + 11 <= len(payload):
+        ext_caps = struct.unpack_from("<I", payload, pos + 7)[0]
+    pos += 11  # length byte + 10 reserved
     data2_len = max(13, data_len - 8)
     data2 = payload[pos:pos + data2_len]
     pos += data2_len
@@ -150,7 +153,7 @@ def parse_handshake(payload: bytes) -> dict:
         plugin = payload[pos:end if end >= 0 else len(payload)]
     scramble = (data1 + data2).rstrip(b"\0")[:20]
     return {"version": version, "conn_id": conn_id, "caps": caps, "charset": charset, "status": status,
-            "scramble": scramble, "plugin": plugin}
+            "scramble": scramble, "plugin": plugin, "ext_caps": ext_caps}
 
 
 def auth_response(plugin: bytes, password: bytes, scramble: bytes) -> bytes:
@@ -185,6 +188,7 @@ class BackendConnection(BackendCore):
         self.created = time.monotonic()
         self.last_used = self.created
         self.server_version = b""
+        self.server_ext_caps = 0  # MariaDB's extended capabilities the node offered (CLIENT.MARIADB_*)
         self.conn_id = 0
         self.db: bytes | None = None  # physical database selected on the node
         self.signature: tuple = ()  # session statements replayed on this connection (see ddm.wire.session)
@@ -300,7 +304,10 @@ class BackendConnection(BackendCore):
         self.server_version = hs["version"]
         self.conn_id = hs["conn_id"]
         server_caps = hs["caps"]
+        self.server_ext_caps = hs["ext_caps"]
         caps = (BASE_CAPABILITIES | self.flavour) & (server_caps | CLIENT.LONG_FLAG)
+        # MariaDB's extended capabilities ddm forwards (only a MariaDB node, LONG_PASSWORD clear, reads them)
+        ext = CLIENT.MARIADB_OFFERED & self.server_ext_caps if not caps & CLIENT.LONG_PASSWORD else 0
         missing = self.flavour & ~server_caps & ~CLIENT.LOCAL_FILES  # without it the node refuses LOAD DATA LOCAL
         if missing:
             raise NodeUnavailable(self.node_name, f"data node lacks capabilities 0x{missing:x}")
@@ -318,7 +325,7 @@ class BackendConnection(BackendCore):
         plugin = hs["plugin"] or b"mysql_native_password"
         scramble = hs["scramble"]
         resp = auth_response(plugin, self.password, scramble)
-        payload = (struct.pack("<IIB23x", caps, 1 << 24, DEFAULT_COLLATION) + self.user + b"\0"
+        payload = (struct.pack("<IIB19xI", caps, 1 << 24, DEFAULT_COLLATION, ext) + self.user + b"\0"
                    + P.lenenc_str(resp) + plugin + b"\0")
         self._write_raw(payload, seq)
         while True:

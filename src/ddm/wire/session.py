@@ -31,17 +31,122 @@ COLLATIONS: dict[int, tuple[str, str]] = {
 DEFAULT_COLLATION = 45
 MAX_SESSION_STATEMENTS = 256
 
+# Character sets MariaDB refuses as a client character set (is_supported_parser_charset: a minimum character length
+# above one byte); the handshake answers 1231 for them.
+NOT_CLIENT_CHARSETS = frozenset(("ucs2", "utf16", "utf16le", "utf32"))
 
-def set_names_for(collation_id: int) -> bytes | None:
-    """The statement that gives a data-node connection the client's character set (None for the default)."""
-    if collation_id in (DEFAULT_COLLATION, 255):
+# What MariaDB does with a collation id it does not know: the session keeps the server's global defaults.
+GLOBAL_NAMES = (b"SET character_set_client = @@global.character_set_client, "
+                b"character_set_connection = @@global.character_set_connection, "
+                b"collation_connection = @@global.collation_connection, "
+                b"character_set_results = @@global.character_set_results")
+DEFAULTS_QUERY = (b"SELECT @@global.character_set_client, @@global.collation_connection, "
+                  b"@@global.character_set_results")
+COLLATIONS_QUERY = b"SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS"
+
+
+@dataclass
+class CharsetTable:
+    """The collations a data node knows (information_schema.COLLATIONS, read once by the worker), and whether its
+    global defaults are what ddm's node connections get anyway (utf8mb4_general_ci, the id ddm's own handshake
+    sends): then a client announcing an id the node does not know needs no statement."""
+
+    collations: dict[int, tuple[str, str]]
+    defaults_are_ddms: bool = True
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[bytes | None, ...]], defaults: tuple[bytes | None, ...] | None
+                  ) -> CharsetTable:
+        table = {int(r[0]): (r[1].decode(), r[2].decode()) for r in rows
+                 if r[0] is not None and r[1] is not None and r[2] is not None}
+        ddms = defaults is None or tuple(d.lower() if d else d for d in defaults) == (
+            b"utf8mb4", b"utf8mb4_general_ci", b"utf8mb4")
+        return cls(table, ddms)
+
+
+STATIC_TABLE = CharsetTable(COLLATIONS)  # until a node has been asked (or when none answers)
+
+
+def set_names_for(collation_id: int, table: CharsetTable | None = None) -> bytes | None:
+    """The statement that gives a data-node connection the client's character set (None: the node connection has
+    it already). Raises CharsetRefused for a character set MariaDB refuses for a client."""
+    if collation_id == DEFAULT_COLLATION:
         return None
-    cs = COLLATIONS.get(collation_id)
+    if table is None:
+        if collation_id == 255:
+            return None
+        table = STATIC_TABLE
+    cs = table.collations.get(collation_id)
     if cs is None:
-        return None
+        # an id the node does not know: it would keep its global defaults (MySQL 8's 255 on MariaDB < 11.4 ...)
+        return None if table.defaults_are_ddms or table is STATIC_TABLE else GLOBAL_NAMES
+    if cs[0].lower() in NOT_CLIENT_CHARSETS:
+        raise CharsetRefused(cs[0])
     if cs[0] == "binary":
         return b"SET NAMES binary"
     return f"SET NAMES {cs[0]} COLLATE {cs[1]}".encode()
+
+
+class CharsetRefused(Exception):
+    """A client character set MariaDB refuses (1231, as the node answers)."""
+
+    def __init__(self, charset: str) -> None:
+        super().__init__(f"Variable 'character_set_client' can't be set to the value of '{charset}'")
+        self.charset = charset
+
+
+# CLIENT_SESSION_TRACK: the session-state changes an OK packet carries, for the statements ddm answers itself (the
+# node's own OK packets are forwarded as they are). MariaDB's defaults: session_track_schema on, the system variables
+# autocommit, character_set_client, character_set_connection, character_set_results, time_zone.
+SESSION_STATE_CHANGED = 0x4000
+TRACK_SYSTEM_VARIABLES, TRACK_SCHEMA = 0, 1
+
+
+def _lenenc_str(b: bytes) -> bytes:
+    n = len(b)
+    if n < 0xFB:
+        return bytes([n]) + b
+    if n < 1 << 16:
+        return b"\xfc" + n.to_bytes(2, "little") + b
+    if n < 1 << 24:
+        return b"\xfd" + n.to_bytes(3, "little") + b
+    return b"\xfe" + n.to_bytes(8, "little") + b
+
+
+def track_schema(name: bytes) -> bytes:
+    """The session-state entry of a USE."""
+    return bytes([TRACK_SCHEMA]) + _lenenc_str(_lenenc_str(name))
+
+
+def track_variables(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    """The session-state entries of tracked system variables set to these values, in MariaDB's order."""
+    return b"".join(bytes([TRACK_SYSTEM_VARIABLES]) + _lenenc_str(_lenenc_str(n) + _lenenc_str(v)) for n, v in pairs)
+
+
+def names_tracked(charset: bytes) -> bytes:
+    """What MariaDB reports after SET NAMES <charset> (utf8 is utf8mb3 there)."""
+    cs = charset.lower()
+    if cs == b"utf8":
+        cs = b"utf8mb3"
+    return track_variables([(b"character_set_connection", cs), (b"character_set_client", cs),
+                            (b"character_set_results", cs)])
+
+
+def ok_with_state(status: int, state: bytes, affected: int = 0, insert_id: int = 0, warnings: int = 0) -> bytes:
+    """An OK packet (CLIENT_SESSION_TRACK) carrying session-state changes."""
+    return (b"\x00" + _lenenc_int(affected) + _lenenc_int(insert_id)
+            + (status | SESSION_STATE_CHANGED).to_bytes(2, "little") + warnings.to_bytes(2, "little")
+            + b"\x00" + _lenenc_str(state))
+
+
+def _lenenc_int(n: int) -> bytes:
+    if n < 0xFB:
+        return bytes([n])
+    if n < 1 << 16:
+        return b"\xfc" + n.to_bytes(2, "little")
+    if n < 1 << 24:
+        return b"\xfd" + n.to_bytes(3, "little")
+    return b"\xfe" + n.to_bytes(8, "little")
 
 
 @dataclass
@@ -57,6 +162,8 @@ class Session:
     # every reply ddm builds itself, or a client would escape quotes with backslashes the node takes literally
     no_backslash_escapes: bool = False
     prepared: dict = field(default_factory=dict)
+    wait_timeout: float = 28800.0  # ddm.frontend.idle closes the client after this long without a command
+    default_wait_timeout: float = 28800.0  # (interactive_timeout for CLIENT_INTERACTIVE clients)
 
     def bind_database(self, config: Config, name: str | None) -> None:
         self.db = name
@@ -74,6 +181,7 @@ class Session:
         self.prepared.clear()
         self.autocommit = True
         self.no_backslash_escapes = False
+        self.wait_timeout = self.default_wait_timeout
 
 
 def in_sync(conn: BackendConnection, session: Session, physical_db: bytes | None) -> bool:

@@ -39,3 +39,15 @@ SERVER_CAPABILITIES = (
     | PS_MULTI_RESULTS | PLUGIN_AUTH | CONNECT_ATTRS | PLUGIN_AUTH_LENENC_CLIENT_DATA
     | CAN_HANDLE_EXPIRED_PASSWORDS | SESSION_TRACK | DEPRECATE_EOF
 )
+
+# MariaDB's extended capabilities: 4 more bytes in the greeting's reserved filler (and the client's handshake
+# response), valid when the LONG_PASSWORD bit (CLIENT_MYSQL) is clear. https://mariadb.com/kb/en/connection/
+MARIADB_PROGRESS = 1 << 0
+MARIADB_COM_MULTI = 1 << 1
+MARIADB_STMT_BULK_OPERATIONS = 1 << 2
+MARIADB_EXTENDED_METADATA = 1 << 3
+MARIADB_CACHE_METADATA = 1 << 4
+
+# What ddm offers of them when its data nodes do (docs/compatibility.md says why not the others):
+# STMT_BULK_OPERATIONS: COM_STMT_BULK_EXECUTE runs on the node of a pass-through statement, its answer forwarded.
+MARIADB_OFFERED = MARIADB_STMT_BULK_OPERATIONS
