@@ -39,7 +39,9 @@ from ddm.config.model import (
     TABLE_KEYS,
     TLS_KEYS,
     TOP_KEYS,
+    TRANSACTION_MODES,
     USER_KEYS,
+    XA_LOGS,
     Config,
     DatabaseConfig,
     DataSource,
@@ -82,6 +84,8 @@ class Checker(Values):
         server = self.server(top.get("server"))
         nodes = self.nodes(top.get("nodes"))
         databases = self.databases(raw_databases, nodes)
+        if server.xa_log_node is not None and nodes and server.xa_log_node not in nodes:
+            self.err("server.xa_log_node", f"unknown node {server.xa_log_node!r} (defined: {names_text(nodes)})")
         users = self.users(top.get("users"), raw_databases)  # raw names: a broken database is not "unknown"
         return Config(server=server, users=MappingProxyType(users), nodes=MappingProxyType(nodes),
                       databases=MappingProxyType(databases), source=source)
@@ -149,6 +153,30 @@ class Checker(Values):
             login_failure_max_delay=self.duration(m, "login_failure_max_delay", path, d.login_failure_max_delay,
                                                   positive=False),
             max_long_data_size=self.size(m, "max_long_data_size", path, d.max_long_data_size, 1024, 1 << 30),
+            **self.xa(m, path, d),
+        )
+
+    def xa(self, m: Mapping[str, Any], path: str, d: ServerConfig) -> dict[str, Any]:
+        kind = self.string(m, "xa_log", path, d.xa_log, XA_LOGS)
+        log_path = self.file_path(m, "xa_log_path", path)
+        if kind == "file" and log_path is None:
+            self.err(f"{path}.xa_log_path", "required with xa_log: file (the decision log's file)")
+        elif kind == "file" and not os.path.isdir(os.path.dirname(os.path.abspath(log_path))):
+            self.err(f"{path}.xa_log_path", f"directory of {log_path!r} does not exist")
+        elif kind != "file" and log_path is not None:
+            self.err(f"{path}.xa_log_path", "only with xa_log: file")
+        instance = self.string(m, "instance_id", path, d.instance_id)
+        if instance is not None and not (0 < len(instance) <= 24 and all(c.isalnum() or c in "-_" for c in instance)):
+            self.err(f"{path}.instance_id", "1 to 24 letters, digits, '-' or '_'")
+        return dict(
+            xa_log=kind,
+            xa_log_node=self.string(m, "xa_log_node", path, d.xa_log_node),
+            xa_log_database=self.string(m, "xa_log_database", path, d.xa_log_database),
+            xa_log_path=log_path,
+            xa_recovery_interval=self.duration(m, "xa_recovery_interval", path, d.xa_recovery_interval,
+                                               positive=False),
+            xa_recovery_grace=self.duration(m, "xa_recovery_grace", path, d.xa_recovery_grace, positive=False),
+            instance_id=instance,
         )
 
     def tls(self, raw: Any, path: str) -> TLSConfig:
@@ -392,7 +420,8 @@ class Checker(Values):
         tables = self.bindings(m.get("binding_tables"), f"{path}.binding_tables", tables)
         self.check_collisions(tables, f"{path}.tables")
         return DatabaseConfig(name=name, datasources=MappingProxyType(datasources), default_datasource=default,
-                              tables=MappingProxyType(tables))
+                              tables=MappingProxyType(tables),
+                              transactions=self.string(m, "transactions", path, "xa", TRANSACTION_MODES))
 
     def datasources(self, raw: Any, path: str, dbname: str, nodes: Mapping[str, NodeConfig]) -> dict[str, DataSource]:
         if raw is None:
