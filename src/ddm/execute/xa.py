@@ -193,12 +193,16 @@ class Coordinator:
     async def _two_phase(self, branches: list[BackendConnection]) -> None:
         gtrid = branches[0].xa_xid[0]
         self.inflight.add(gtrid)
+        # shielded: a client that disconnects does not cut a commit in half (the body takes gtrid out of inflight)
+        await asyncio.shield(self._two_phase_body(gtrid, branches))
+
+    async def _two_phase_body(self, gtrid: bytes, branches: list[BackendConnection]) -> None:
         try:
-            await asyncio.shield(self._two_phase_body(gtrid, branches))
+            await self._two_phase_steps(gtrid, branches)
         finally:
             self.inflight.discard(gtrid)
 
-    async def _two_phase_body(self, gtrid: bytes, branches: list[BackendConnection]) -> None:
+    async def _two_phase_steps(self, gtrid: bytes, branches: list[BackendConnection]) -> None:
         errors: list[tuple[str, BaseException]] = []
 
         async def prepare(c: BackendConnection) -> None:
@@ -220,13 +224,26 @@ class Coordinator:
                 fault("prepared_all")
             nodes = ",".join(c.node_name for c in branches).encode()
             try:
-                outcome = await self.log.record(gtrid, b"C", nodes)
-            except (LogUnavailable, BackendError, NodeUnavailable, OSError) as exc:
+                outcome: bytes | None = await self.log.record(gtrid, b"C", nodes)
+            except LogUnavailable as exc:
+                if not exc.sent:
+                    outcome = None
+                    errors.append(("decision log", exc))
+                else:  # the write may have landed: the log alone can say, ask it again (INSERT-once 'A')
+                    outcome = await self._settle(gtrid)
+                    if outcome is None:
+                        for c in branches:  # prepared, left to recovery, which follows the log
+                            _discard(c)
+                        self.stats["unknown"] = self.stats.get("unknown", 0) + 1
+                        raise BackendError(ER.XAER_RMFAIL, b"XAE07", b"the outcome of this transaction is unknown: "
+                                           b"the decision log's node failed while the commit decision was written; "
+                                           b"XA recovery commits or rolls it back everywhere as the log says "
+                                           b"(ddm xa list)") from None
+            except (BackendError, NodeUnavailable, OSError) as exc:
+                outcome = None
                 errors.append(("decision log", exc))
-            else:
-                if outcome != b"C":  # recovery presumed it abandoned and rolled it back first
-                    errors.append(("decision log", BackendError(XA_RBROLLBACK, b"XA100",
-                                                                b"rolled back by recovery")))
+            if outcome == b"A":  # recovery presumed it abandoned and rolled it back first
+                errors.append(("decision log", BackendError(XA_RBROLLBACK, b"XA100", b"rolled back by recovery")))
         if errors:
             await asyncio.gather(*(self._rollback(c) for c in branches))
             self.stats["aborted"] += 1
@@ -258,6 +275,16 @@ class Coordinator:
             self._forget_later(gtrid)
         else:
             self.kick_recovery()
+
+    async def _settle(self, gtrid: bytes) -> bytes | None:
+        """After a decision write that may or may not have landed: record an abort unless the commit is there (the
+        log keeps the first record of a gtrid); the outcome, None while the log cannot be reached (~2 s)."""
+        for _ in range(5):
+            try:
+                return await self.log.record(gtrid, b"A", b"")
+            except (LogUnavailable, NodeUnavailable, OSError):
+                await asyncio.sleep(0.4)
+        return None
 
     async def _rollback(self, conn: BackendConnection) -> None:
         xid = getattr(conn, "xa_xid", None)
@@ -389,6 +416,19 @@ class Coordinator:
             await self.log.collect(list(found), self.server.config.server.xa_recovery_grace)
         return done
 
+    async def resolve(self, gtrid: bytes, commit: bool) -> int:
+        """Force an outcome (`ddm xa commit|rollback`): log it (unless the log holds the other one: ValueError),
+        then apply it to every branch of gtrid in doubt on the nodes; how many branches it ended."""
+        found, _complete = await self.in_doubt()
+        branches = found.get(gtrid, [])
+        wanted = b"C" if commit else b"A"
+        outcome = await self.log.record(gtrid, wanted, ",".join(n for n, _ in branches).encode())
+        if outcome != wanted:
+            raise ValueError(f"the decision log holds {'commit' if outcome == b'C' else 'abort'} for {gtrid.decode()}")
+        for node, bqual in branches:
+            await self._on_node(node, (b"XA COMMIT " if commit else b"XA ROLLBACK ") + xid_sql(gtrid, bqual))
+        return len(branches)
+
     def _abandoned(self, gtrid: bytes, now: float) -> bool:
         """Whether no live worker can still decide this prepared branch without a decision."""
         try:
@@ -401,6 +441,8 @@ class Coordinator:
                 return True  # not in flight here (checked before): a commit that was cut short
             if not _running(pid_n):
                 return True  # its worker is gone
+            if not self.log.shared:
+                return False  # a live worker's, and nothing would stop it from logging a commit after our rollback
         elif not self.log.shared:
             return False  # another instance's: only its own log can say
         return now - self._seen[gtrid] >= self.server.config.server.xa_recovery_grace

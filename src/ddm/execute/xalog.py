@@ -29,7 +29,12 @@ log = logging.getLogger("ddm.execute.xalog")
 
 
 class LogUnavailable(Exception):
-    """The decision log cannot be written or read now."""
+    """The decision log cannot be written or read now. `sent`: a statement was sent before the node was lost (a
+    write may have landed)."""
+
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class DecisionLog:
@@ -94,7 +99,7 @@ class TableLog(DecisionLog):
         except NodeUnavailable as exc:
             pool.discard(conn)
             conn.close()
-            raise LogUnavailable(f"decision log node {self.node}: {exc}") from exc
+            raise LogUnavailable(f"decision log node {self.node}: {exc}", sent=True) from exc
         except BaseException:
             pool.release(conn)
             raise
@@ -171,7 +176,8 @@ class FileLog(DecisionLog):
             await loop.run_in_executor(None, self._append, _line(gtrid, outcome, nodes, time.time()), True)
         except OSError as exc:
             raise LogUnavailable(f"decision log {self.path}: {exc}") from exc
-        return outcome
+        # the first record of a gtrid is its outcome (an abort forced by `ddm xa rollback` before this commit)
+        return (await self.lookup([gtrid])).get(gtrid, outcome)
 
     async def lookup(self, gtrids: list[bytes]) -> dict[bytes, bytes]:
         table = self._read()
