@@ -113,7 +113,7 @@ def _wait_greeting(port: int, timeout: float, proc: subprocess.Popen) -> bool:
 
 def start_env(root: str, base_port: int = 25310, workers: int = 1, user: str = "ddm_native",
               layouts: Iterable[str] = LAYOUTS, cross_node_lock_wait: str | None = None,
-              transactions: str | None = None) -> Env:
+              transactions: str | None = None, local_copies: bool = False) -> Env:
     """Start (or reuse, when `root` holds a running sandbox) a 4-node sandbox with the layouts' rules, and
     ddm-server on its ddm.yaml (with `server.cross_node_lock_wait` set when given)."""
     own = True
@@ -128,15 +128,24 @@ def start_env(root: str, base_port: int = 25310, workers: int = 1, user: str = "
     env = Env(dir=root, box=box, port=box.listen_port, own_sandbox=own, user=user)
     env.log_path = os.path.join(root, "sysbench-ddm-server.log")
     config = box.config_path
-    if cross_node_lock_wait is not None or transactions is not None:
+    if cross_node_lock_wait is not None or transactions is not None or local_copies:
         doc = yaml.safe_load(Path(config).read_text())
         if cross_node_lock_wait is not None:
             doc["server"]["cross_node_lock_wait"] = cross_node_lock_wait
         if transactions is not None:
             for spec in (doc.get("databases") or {}).values():
-                if isinstance(spec, dict) and "datasources" in spec:
+                if isinstance(spec, dict) and "datasources" in spec and transactions is not None:
                     spec["transactions"] = transactions
-        config = os.path.join(root, "ddm-lockwait.yaml" if transactions is None else f"ddm-{transactions}.yaml")
+        if local_copies:  # <db>_local: the same physical tables with transactions: local (perf/xa_sysbench.py)
+            dbs = doc.get("databases") or {}
+            for name, spec in list(dbs.items()):
+                if isinstance(spec, dict) and "datasources" in spec:
+                    dbs[f"{name}_local"] = {**spec, "transactions": "local"}
+            for user in doc.get("users") or []:
+                if isinstance(user.get("databases"), list):
+                    user["databases"] += [f"{d}_local" for d in user["databases"]]
+        config = os.path.join(root, "ddm-lockwait.yaml" if transactions is None and not local_copies
+                              else f"ddm-{transactions or 'xa-and-local'}.yaml")
         Path(config).write_text(yaml.safe_dump(doc, sort_keys=False))
     py = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
     with open(env.log_path, "ab") as log:

@@ -21,8 +21,7 @@ import os
 import time
 from typing import Any
 
-from ddm.wire.backend import BackendError, NodeUnavailable
-from ddm.wire.constants import er as ER
+from ddm.wire.backend import NodeUnavailable
 from ddm.wire.rowcodec import split_text_row
 
 log = logging.getLogger("ddm.execute.xalog")
@@ -74,6 +73,8 @@ class TableLog(DecisionLog):
         self.table = b"`%s`.`xa_log`" % database.replace("`", "``").encode()
         self.database = database
         self.ready = False
+        self.pending: list[tuple[bytes, bytes, bytes, asyncio.Future]] = []
+        self.writing = False
 
     async def _run(self, sql: bytes):
         pool = self.server.pools.get(self.node, 0)
@@ -107,14 +108,39 @@ class TableLog(DecisionLog):
         return res
 
     async def record(self, gtrid: bytes, outcome: bytes, nodes: bytes) -> bytes:
+        """Group commit: records that arrive while a write is under way go together in the next one (one
+        multi-row INSERT IGNORE: the rows it did not insert were there already, and their outcome is read back)."""
+        fut = asyncio.get_event_loop().create_future()
+        self.pending.append((gtrid, outcome, nodes, fut))
+        if not self.writing:
+            self.writing = True
+            asyncio.get_event_loop().create_task(self._write_batches())
+        return await fut
+
+    async def _write_batches(self) -> None:
         try:
-            await self._run(b"INSERT INTO " + self.table + b" (gtrid, outcome, nodes) VALUES (" + _lit(gtrid) + b","
-                            + _lit(outcome) + b"," + _lit(nodes) + b")")
-            return outcome
-        except BackendError as exc:
-            if exc.code != ER.DUP_ENTRY:
-                raise
-        return (await self.lookup([gtrid])).get(gtrid, b"?")
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    res = await self._run(b"INSERT IGNORE INTO " + self.table + b" (gtrid, outcome, nodes) VALUES "
+                                          + b",".join(b"(" + _lit(g) + b"," + _lit(o) + b"," + _lit(n) + b")"
+                                                      for g, o, n, _f in batch))
+                    if res.affected_rows == len(batch):
+                        outcomes = {g: o for g, o, _n, _f in batch}
+                    else:  # some were there already: the log's outcome counts
+                        outcomes = await self.lookup([g for g, _o, _n, _f in batch])
+                except BaseException as exc:
+                    for *_x, f in batch:
+                        if not f.done():
+                            f.set_exception(exc if isinstance(exc, Exception) else LogUnavailable(str(exc)))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for g, o, _n, f in batch:
+                    if not f.done():
+                        f.set_result(outcomes.get(g, o))
+        finally:
+            self.writing = False
 
     async def lookup(self, gtrids: list[bytes]) -> dict[bytes, bytes]:
         if not gtrids:
