@@ -81,3 +81,29 @@ def test_file_log_records_once_forgets_and_compacts(tmp_path: Path) -> None:
         assert await log.entries() == [(b"ddm:i:0:1:2", b"C", b"n0,n1")]
 
     asyncio.run(go())
+
+
+def test_presumed_abort_only_for_branches_nobody_runs(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    doc = base()
+    doc["server"].update(xa_recovery_grace=30, instance_id="here")
+    cfg = from_dict(doc)
+    c = xa.Coordinator(SimpleNamespace(config=cfg, worker_id=0))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = os.getppid()
+    now = 1000.0
+    own = b"ddm:here:0:%d:1" % os.getpid()
+    gone = b"ddm:here:1:%d:1" % dead.pid
+    other_worker = b"ddm:here:1:%d:1" % live
+    elsewhere = b"ddm:there:0:1:1"
+    c._seen = {g: now for g in (own, gone, other_worker, elsewhere)}
+    assert c._abandoned(own, now)  # not in flight here (recover() skips those first)
+    assert c._abandoned(gone, now)  # its worker no longer exists
+    assert not c._abandoned(other_worker, now) and not c._abandoned(elsewhere, now)  # within the grace period
+    assert c._abandoned(other_worker, now + 31) and c._abandoned(elsewhere, now + 31)  # table log: the abort races
+    doc["server"].update(xa_log="file", xa_log_path=str(tmp_path / "log"))
+    c.server.config = from_dict(doc)
+    assert not c._abandoned(other_worker, now + 31) and not c._abandoned(elsewhere, now + 31)  # file log: never

@@ -202,6 +202,54 @@ def test_transfers_commit_on_both_nodes_and_client_xa_is_refused(bank: Bank) -> 
         assert cur.fetchone()[0] == 0
 
 
+def test_a_deadlock_ends_the_xa_transaction_everywhere(bank: Bank) -> None:
+    """InnoDB's deadlock on one node rolls that branch back; ddm rolls back the other node's branch too, and the
+    client's next BEGIN (what sysbench sends after a 1213) and COMMIT work, as on one server."""
+    import threading
+
+    a, b = bank.client(), bank.client()
+    errors: list[int] = []
+
+    def run(c: pymysql.connections.Connection, first: int, second: int, other_node: int) -> None:
+        try:
+            with c.cursor() as cur:
+                cur.execute(f"UPDATE acct SET bal = bal + 1 WHERE id = {first}")
+                barrier.wait(10)
+                cur.execute(f"UPDATE acct SET bal = bal - 1 WHERE id = {second}")
+                cur.execute("COMMIT")
+        except pymysql.err.MySQLError as e:
+            errors.append(e.args[0])
+
+    barrier = threading.Barrier(2)
+    try:
+        for c, other in ((a, 1), (b, 3)):
+            with c.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.execute(f"UPDATE acct SET bal = bal + 0 WHERE id = {other}")  # a branch on n1 too
+        ta = threading.Thread(target=run, args=(a, 0, 2, 1))
+        tb = threading.Thread(target=run, args=(b, 2, 0, 3))
+        ta.start()
+        tb.start()
+        ta.join(60)
+        tb.join(60)
+        assert errors == [1213], errors
+        for c in (a, b):
+            with c.cursor() as cur:
+                cur.execute("BEGIN")
+                cur.execute("UPDATE acct SET bal = bal + 0 WHERE id = 1")
+                cur.execute("COMMIT")
+    finally:
+        a.close()
+        b.close()
+    bank.settle()
+    got = bank.balances()
+    # the winner committed +1 on its first account and -1 on its second, the loser nothing (on neither node)
+    won_a = got[0] == bank.expected[0] + 1
+    bank.expected[0] += 1 if won_a else -1
+    bank.expected[2] += -1 if won_a else 1
+    _check(bank)
+
+
 # (step, what is killed, expected outcome of the transfer: applied?) - the first branch is n0's (the even account's
 # UPDATE runs first), the decision log lives on n0
 CASES = [
@@ -209,7 +257,7 @@ CASES = [
     ("prepared_all", "worker", False),
     ("decided", "worker", True),
     ("committed_some", "worker", True),
-    ("prepared_some", "n1", False),  # n1's prepare fails: clean error
+    ("prepared_some", "n1", False),  # n1's prepare fails: clean error (ER_XA_RBROLLBACK 1402)
     ("prepared_all", "n1", True),  # n1 prepared before it died: decision logged, COMMIT OK, recovery commits it
     ("decided", "n1", True),
     ("committed_some", "n1", True),
@@ -232,7 +280,7 @@ def test_fault_at_each_step(bank: Bank, step: str, victim: str, applied: bool) -
         bank.kill_and_restart(victim)
         # 1399: the decision log's node died while the decision was written, so the outcome is the log's (here: none,
         # the write never reached it, so recovery rolls back); the client is told it is unknown
-        expected = ("ok",) if applied else ("error 1614", "error 1399") if victim == "n0" else ("error 1614",)
+        expected = ("ok",) if applied else ("error 1402", "error 1399") if victim == "n0" else ("error 1402",)
         assert outcome in expected, outcome
     else:
         assert outcome == "lost"

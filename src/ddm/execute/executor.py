@@ -342,6 +342,9 @@ async def run_query(client: ClientSession, sql: bytes, lexed=None, bound=None) -
         await _run_query(client, sql, lexed, bound)
     except lockwait.CrossNodeDeadlock as exc:
         await _deadlock_abort(client, exc)
+    except BackendError as exc:
+        await _after_error(client, exc.code)
+        raise
 
 
 async def _deadlock_abort(client: ClientSession, exc: lockwait.CrossNodeDeadlock) -> None:
@@ -522,6 +525,9 @@ async def _execute_prepared_unit(client: ClientSession, unit, stmt) -> None:
     except lockwait.CrossNodeDeadlock:
         _settle_unit_conn(client, conn)
         raise
+    if conn.last_error and await xa.branch_lost(client, conn):  # forwarded: the error code went to the client
+        await _after_error(client, ER.LOCK_DEADLOCK)
+        return
     if conn.closed and conn.forwarded_any:
         client.close()
         return
@@ -573,6 +579,21 @@ async def execute(client: ClientSession, stmt, payload: bytes) -> None:
         await _execute(client, stmt, payload)
     except lockwait.CrossNodeDeadlock as exc:
         await _deadlock_abort(client, exc)
+    except BackendError as exc:
+        await _after_error(client, exc.code)
+        raise
+
+
+async def _after_error(client: ClientSession, code: int) -> None:
+    """A statement of an XA transaction failed: a deadlock (or any error after which the node rolled the branch
+    back) has ended the transaction on that node, as MySQL ends it: end it on every node, so that the client's next
+    BEGIN / COMMIT / ROLLBACK find no transaction, as they would on one server (not a half-rolled-back one)."""
+    if code in (ER.LOCK_DEADLOCK, 1402, 1613, 1614) and client.txn_begin is not None \
+            and client.txn_begin.startswith(b"XA START "):
+        try:
+            await _finish_transaction(client, b"ROLLBACK")
+        except (BackendError, NodeUnavailable) as e:
+            log.info("rollback after a deadlock in an XA transaction: %s", e)
 
 
 async def _execute(client: ClientSession, stmt, payload: bytes) -> None:

@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ddm.execute.xa")
 
-XA_RBROLLBACK = 1614
+XA_RBROLLBACK = 1402  # ER_XA_RBROLLBACK, SQLSTATE XA100 (1614 is ER_XA_RBDEADLOCK)
+# a branch the node rolled back itself (deadlock, timeout): XA END / statements in it fail with one of these
+BRANCH_ROLLED_BACK = frozenset((1399, 1402, 1613, 1614))
 XAER_NOTA = 1397
 PREFIX = b"ddm:"
 FAULT_ENV = "DDM_XA_FAULT_FILE"
@@ -476,12 +478,22 @@ def _discard(conn: BackendConnection) -> None:
 
 
 def _commit_error(exc: BaseException, nodes: list[str]) -> BackendError:
-    if isinstance(exc, BackendError) and exc.code not in (ER.XAER_RMFAIL,):
-        msg = f"transaction rolled back: {exc} (data node(s) {', '.join(nodes)})"
-        code, state = (exc.code, exc.sqlstate) if exc.code == XA_RBROLLBACK else (XA_RBROLLBACK, b"XA100")
-        return BackendError(code, state, msg.encode())
     return BackendError(XA_RBROLLBACK, b"XA100",
                         f"transaction rolled back: {exc} (data node(s) {', '.join(nodes)})".encode())
+
+
+async def branch_lost(client: ClientSession, conn: BackendConnection) -> bool:
+    """After a statement of an XA transaction failed on `conn` (its error already forwarded to the client): whether
+    the node rolled the branch back (a deadlock), probed with a no-op statement."""
+    if getattr(conn, "xa_xid", None) is None or conn.closed:
+        return False
+    try:
+        await conn.query(b"DO 0")
+    except BackendError as exc:
+        return exc.code in BRANCH_ROLLED_BACK
+    except NodeUnavailable:
+        return False
+    return False
 
 
 def session_xa(client: ClientSession) -> bool:
