@@ -336,9 +336,10 @@ class Coordinator:
             self._wake.set()
 
     async def close(self) -> None:
-        for t in (self._task, self._forget_task):
-            if t is not None:
-                t.cancel()
+        tasks = [t for t in (self._task, self._forget_task) if t is not None and not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._task = None
         await self.log.close()
 
