@@ -295,6 +295,21 @@ def test_fault_at_each_step(bank: Bank, step: str, victim: str, applied: bool) -
     _check(bank)
 
 
+@pytest.mark.parametrize("step,applied", [("prepared_all", False), ("decided", True)])
+def test_master_and_worker_killed(bank: Bank, step: str, applied: bool) -> None:
+    """kill -9 of the whole ddm (master, then the worker) at a step; a new ddm on the same config recovers at start."""
+    assert bank.ddm.proc is not None
+    bank.fault_file.write_text(f"{step} killall {bank.ddm.proc.pid}")
+    assert bank.transfer(3, 6, 40) == "lost"
+    bank.ddm.proc.wait(10)
+    cfg = yaml.safe_load(bank.ddm.config_path.read_text())
+    bank.ddm = start_ddm(bank.ddm.workdir, cfg)
+    if applied:
+        bank.expected[3] -= 40
+        bank.expected[6] += 40
+    _check(bank)
+
+
 def test_local_mode_commits_per_node_and_pass_through_keeps_client_xa(bank: Bank) -> None:
     bank.fault_file.write_text("prepared_some exit")  # never reached: no two-phase commit in local mode
     try:

@@ -18,8 +18,9 @@ this instance that no longer exists or one seen in doubt for `server.xa_recovery
 abort is itself recorded first (an 'A' row), so a stalled coordinator's late commit decision loses the race on the
 primary key instead of committing half a transaction.
 
-Test hook: with $DDM_XA_FAULT_FILE set, the file holds `<step> exit` (kill -9 this worker) or `<step> kill <pid>`
-(kill -9 that process, e.g. a data node's mariadbd, and wait for it to go) to run once at `step`: `prepared_some`
+Test hook: with $DDM_XA_FAULT_FILE set, the file holds `<step> exit` (kill -9 this worker), `<step> killall <pid>`
+(kill -9 the master, then this worker) or `<step> kill <pid>` (kill -9 that process, e.g. a data node's mariadbd,
+and wait for it to go) to run once at `step`: `prepared_some`
 (after the first branch's prepare), `prepared_all`, `decided` (decision durable), `committed_some` (after the first
 branch's XA COMMIT).
 """
@@ -72,6 +73,9 @@ def fault(step: str) -> None:
         return  # another worker took it
     log.warning("xa test hook at %s: %s", step, " ".join(words[1:]))
     if words[1] == "exit":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif words[1] == "killall" and len(words) > 2:  # the master (its pid given), then this worker
+        os.kill(int(words[2]), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
     elif words[1] == "kill" and len(words) > 2:
         pid = int(words[2])
