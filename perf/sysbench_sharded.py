@@ -3,6 +3,7 @@
     python perf/sysbench_sharded.py [--time 60] [--threads 8] [--tables 2] [--table-size 10000]
                                     [--layouts 4x8 32x32] [--auto-inc on off] [--workloads ...]
                                     [--sandbox-dir DIR] [--port 25310] [--user ddm_native] [--workers 1]
+                                    [--transactions xa local] [--txn-cost 2000]
 
 Starts a 4-node sandbox whose ddm.yaml includes both example layouts (examples/rules/sbtest-4x8.yaml: logical
 database `sbtest`, 4 data sources x 8 tables; examples/rules/sbtest-32x32.yaml: `sbtest32`, 32 x 32), starts
@@ -13,6 +14,11 @@ physical row must sit in the physical table ddm's routing gives for its id. Prin
 any run failed (FATAL, a non-zero exit, no queries; with one thread, also any error sysbench ignored and
 retried: 1213/1205/1020 are conflicts of concurrent transactions, reported but not failed with several threads)
 or any check failed.
+
+--transactions runs everything once per mode (`databases.<db>.transactions`, ddm restarted on the same sandbox in
+between: xa = two-phase commit across nodes, local = one COMMIT per node); --txn-cost N then also times N
+sequential `BEGIN; UPDATE one row; COMMIT` transactions on one node and N that update a row on each of two nodes
+(one client, text protocol), mean and p95 per transaction.
 
 tests/integration/test_sysbench_sharded.py imports this module and runs the same with short durations.
 """
@@ -106,7 +112,8 @@ def _wait_greeting(port: int, timeout: float, proc: subprocess.Popen) -> bool:
 
 
 def start_env(root: str, base_port: int = 25310, workers: int = 1, user: str = "ddm_native",
-              layouts: Iterable[str] = LAYOUTS, cross_node_lock_wait: str | None = None) -> Env:
+              layouts: Iterable[str] = LAYOUTS, cross_node_lock_wait: str | None = None,
+              transactions: str | None = None, local_copies: bool = False) -> Env:
     """Start (or reuse, when `root` holds a running sandbox) a 4-node sandbox with the layouts' rules, and
     ddm-server on its ddm.yaml (with `server.cross_node_lock_wait` set when given)."""
     own = True
@@ -121,10 +128,24 @@ def start_env(root: str, base_port: int = 25310, workers: int = 1, user: str = "
     env = Env(dir=root, box=box, port=box.listen_port, own_sandbox=own, user=user)
     env.log_path = os.path.join(root, "sysbench-ddm-server.log")
     config = box.config_path
-    if cross_node_lock_wait is not None:
+    if cross_node_lock_wait is not None or transactions is not None or local_copies:
         doc = yaml.safe_load(Path(config).read_text())
-        doc["server"]["cross_node_lock_wait"] = cross_node_lock_wait
-        config = os.path.join(root, "ddm-lockwait.yaml")
+        if cross_node_lock_wait is not None:
+            doc["server"]["cross_node_lock_wait"] = cross_node_lock_wait
+        if transactions is not None:
+            for spec in (doc.get("databases") or {}).values():
+                if isinstance(spec, dict) and "datasources" in spec and transactions is not None:
+                    spec["transactions"] = transactions
+        if local_copies:  # <db>_local: the same physical tables with transactions: local (perf/xa_sysbench.py)
+            dbs = doc.get("databases") or {}
+            for name, spec in list(dbs.items()):
+                if isinstance(spec, dict) and "datasources" in spec:
+                    dbs[f"{name}_local"] = {**spec, "transactions": "local"}
+            for user in doc.get("users") or []:
+                if isinstance(user.get("databases"), list):
+                    user["databases"] += [f"{d}_local" for d in user["databases"]]
+        config = os.path.join(root, "ddm-lockwait.yaml" if transactions is None and not local_copies
+                              else f"ddm-{transactions or 'xa-and-local'}.yaml")
         Path(config).write_text(yaml.safe_dump(doc, sort_keys=False))
     py = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
     with open(env.log_path, "ab") as log:
@@ -410,7 +431,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="ddm user (ddm_native = ddm: mysql_native_password; ddm_sha2: caching_sha2_password)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--cross-node-lock-wait", help="server.cross_node_lock_wait for this run (e.g. 0 = off, 2s)")
+    p.add_argument("--transactions", nargs="+", choices=["xa", "local"],
+                   help="run once per mode (databases.<db>.transactions); default: the config's (xa)")
+    p.add_argument("--txn-cost", type=int, default=0, help="also time N one-node and N two-node transactions")
     return p.parse_args(argv)
+
+
+def txn_cost(env: Env, db: str, n: int) -> str:
+    """Mean / p95 ms of n sequential one-node and n two-node write transactions (sbtest1, ids of the 4x8 layout:
+    data source = id % 4)."""
+    c = _ddm_conn(env, db)
+    out = []
+    try:
+        with c.cursor() as cur:
+            for label, ids in (("one node", (4,)), ("two nodes", (4, 5))):
+                times = []
+                for i in range(n + 50):
+                    base = 4 * 8 * (i % 100)
+                    t0 = time.perf_counter()
+                    cur.execute("BEGIN")
+                    for x in ids:
+                        cur.execute(f"UPDATE sbtest1 SET k = k + 1 WHERE id = {base + x}")
+                    cur.execute("COMMIT")
+                    if i >= 50:  # warm-up
+                        times.append(time.perf_counter() - t0)
+                times.sort()
+                out.append(f"{label}: mean {1000 * sum(times) / len(times):.3f} ms, "
+                           f"p95 {1000 * times[int(len(times) * 0.95)]:.3f} ms ({n} transactions)")
+    finally:
+        c.close()
+    return "; ".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -419,24 +469,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sysbench is not installed", file=sys.stderr)
         return 2
     root = opts.sandbox_dir or tempfile.mkdtemp(prefix="ddm-sysbench-")
-    env = start_env(root, opts.port, opts.workers, opts.user, opts.layouts, opts.cross_node_lock_wait)
-    if opts.sandbox_dir:
-        env.own_sandbox = False
     results = []
+    costs = []
+    modes = opts.transactions or [None]
     try:
-        for layout in opts.layouts:
-            for ai in opts.auto_inc:
-                results.append(run_layout(env, layout, ai == "on", seconds=opts.time, threads=opts.threads,
-                                          tables=opts.tables, table_size=opts.table_size,
-                                          workloads=opts.workloads))
+        for mode in modes:
+            env = start_env(root, opts.port, opts.workers, opts.user, opts.layouts, opts.cross_node_lock_wait, mode)
+            env.own_sandbox = False  # stopped below, after every mode
+            try:
+                for layout in opts.layouts:
+                    for ai in opts.auto_inc:
+                        res = run_layout(env, layout, ai == "on", seconds=opts.time, threads=opts.threads,
+                                         tables=opts.tables, table_size=opts.table_size, workloads=opts.workloads)
+                        if mode is not None:
+                            res.layout = f"{layout} {mode}"
+                        results.append(res)
+                    if opts.txn_cost and layout == "4x8":
+                        costs.append(f"{mode or 'default'}: {txn_cost(env, LAYOUTS[layout][1], opts.txn_cost)}")
+                        print("  txn cost", costs[-1])
+            finally:
+                stop_env(env)
     finally:
-        stop_env(env)
         if not opts.sandbox_dir:
+            sb.down(root)
             shutil.rmtree(root, ignore_errors=True)
     print()
     print(f"sysbench {opts.time:.0f} s per workload, {opts.threads} threads, {opts.tables} tables x "
           f"{opts.table_size} rows, user {opts.user}, ddm workers {opts.workers}")
     print(summary(results))
+    for line in costs:
+        print("transaction cost", line)
     problems = [p for r in results for p in r.problems()]
     if problems:
         print(f"\n{len(problems)} problems:")

@@ -70,6 +70,17 @@ class ServerConfig:
     login_failure_max_delay: float = 10.0
     # COM_STMT_SEND_LONG_DATA buffered per prepared statement (all its parameters); over it the next execute fails
     max_long_data_size: int = 16 * 1024 * 1024
+    # cross-node transactions (ddm.execute.xa): where commit decisions are logged ("table": <xa_log_database>.xa_log
+    # on node xa_log_node, default the first node; "file": xa_log_path, fsync'd), how often recovery looks for
+    # in-doubt branches (0 = at start only), how long a prepared branch without a decision whose worker may still
+    # be alive is left alone; instance_id names this ddm in its XA ids (default hostname-port)
+    xa_log: str = "table"
+    xa_log_node: str | None = None
+    xa_log_database: str = "ddm"
+    xa_log_path: str | None = None
+    xa_recovery_interval: float = 10.0
+    xa_recovery_grace: float = 60.0
+    instance_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,9 @@ class DatabaseConfig:
     datasources: Mapping[str, DataSource]  # name -> data source, in declaration order
     default_datasource: str  # where tables without a rule live (and the whole database when pass-through)
     tables: Mapping[str, TableRule] = field(default_factory=lambda: MappingProxyType({}))
+    # sharded: "xa" = explicit transactions commit atomically across nodes (ddm.execute.xa); "local" = one plain
+    # COMMIT per node
+    transactions: str = "xa"
 
     @property
     def is_passthrough(self) -> bool:
@@ -273,7 +287,11 @@ TOP_KEYS = ("server", "users", "nodes", "databases", "include")
 SERVER_KEYS = ("listen", "workers", "server_version", "max_connections", "max_packet_size", "tls", "control_socket",
                "log_level", "drain_timeout", "plan_cache_size", "watch_config", "cross_node_lock_wait",
                "connect_timeout", "max_handshake_packet_size", "max_unauthenticated", "max_unauthenticated_per_address",
-               "login_failure_threshold", "login_failure_delay", "login_failure_max_delay", "max_long_data_size")
+               "login_failure_threshold", "login_failure_delay", "login_failure_max_delay", "max_long_data_size",
+               "xa_log", "xa_log_node", "xa_log_database", "xa_log_path", "xa_recovery_interval", "xa_recovery_grace",
+               "instance_id")
+XA_LOGS = ("table", "file")
+TRANSACTION_MODES = ("xa", "local")
 TLS_KEYS = ("cert", "key", "auto_dir", "require", "enabled")
 USER_KEYS = ("name", "password", "auth_plugin", "databases", "privileges")
 # grants beyond the user's logical databases (ddm.protect.privileges, docs/configuration.md "Privileges"); "all" = every one
@@ -284,7 +302,7 @@ POOL_KEYS = ("min_size", "max_size", "acquire_timeout", "connect_timeout", "idle
              "ping_interval", "read_timeout", "statement_idle_timeout", "pipelining")
 PIPELINE_KEYS = ("connections", "max_depth", "max_head_wait")
 PASSTHROUGH_KEYS = ("node", "database")
-SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables")
+SHARDED_KEYS = ("datasources", "default_datasource", "tables", "binding_tables", "transactions")
 DATASOURCE_KEYS = ("node", "database")
 COMPACT_DATASOURCE_KEYS = ("names", "nodes", "database")
 TABLE_KEYS = ("nodes", "database_strategy", "table_strategy", "key_generator", "key_collation", "broadcast",

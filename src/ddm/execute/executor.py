@@ -7,8 +7,10 @@ connections, and their buffered results are merged by `ddm_core.merge`. An error
 error; nothing partial is ever reported as success.
 
 Transactions: a connection that ends a statement inside a transaction stays with the client (one per data node)
-until COMMIT/ROLLBACK, which go to every such connection. There is no two-phase commit yet: a COMMIT that fails on
-one node after succeeding on another is reported as an error naming the nodes.
+until COMMIT/ROLLBACK. On a database with `transactions: xa` (the default) an explicit transaction's branches are XA
+branches and COMMIT is ddm.execute.xa's two-phase commit; with `transactions: local` COMMIT/ROLLBACK go to every
+such connection in turn, and a COMMIT that fails on one node after succeeding on another is reported as an error
+naming the nodes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import re
 import struct
 from typing import TYPE_CHECKING
 
-from ddm.execute import keygen, lockwait, metadata, scatter
+from ddm.execute import keygen, lockwait, metadata, scatter, xa
 from ddm.execute.columns import ColumnCache
 from ddm.sharding.plan import (
     DatabasePlan,
@@ -64,6 +66,7 @@ class ShardingContext:
         self.keygen = keygen.Generators(server, synchronize_db)
         self.columns = ColumnCache()
         self.column_plans = PlanCache(256)  # -> (table, its columns, plan): INSERTs without a column list
+        self.xa = xa.Coordinator(server)
 
     async def plan_async(self, db: str, dbconf, lexed, generation: int) -> Plan:
         """The cached plan, else a new one (cached), reading a table's columns from its shards when an INSERT
@@ -209,7 +212,10 @@ async def _conn_for_unit(client: ClientSession, node: str, phys: bytes) -> Backe
         try:
             await synchronize(conn, client.session, phys)
             if client.txn_begin is not None:
-                await conn.query(client.txn_begin)
+                if client.txn_begin.startswith(b"XA START "):
+                    await xa.Coordinator.start_branch(conn, client.txn_begin, node)
+                else:
+                    await conn.query(client.txn_begin)
                 client.txn_conns[node] = conn
         except BaseException:
             client.give_back(conn, dirty=True)
@@ -336,6 +342,9 @@ async def run_query(client: ClientSession, sql: bytes, lexed=None, bound=None) -
         await _run_query(client, sql, lexed, bound)
     except lockwait.CrossNodeDeadlock as exc:
         await _deadlock_abort(client, exc)
+    except BackendError as exc:
+        await _after_error(client, exc.code)
+        raise
 
 
 async def _deadlock_abort(client: ClientSession, exc: lockwait.CrossNodeDeadlock) -> None:
@@ -383,9 +392,12 @@ async def _transaction_control(client: ClientSession, sql: bytes, kw: bytes) -> 
     """BEGIN / START TRANSACTION / COMMIT / ROLLBACK on a sharded database (text or prepared): True if handled."""
     if kw in TXN_BEGIN and _is_begin(sql):
         await _finish_transaction(client, b"COMMIT")  # an implicit commit, as MySQL does on BEGIN
-        client.txn_begin = sql
+        client.txn_begin = (client.server.sharding.xa.begin_sql() if xa.session_xa(client) and xa.is_begin_plain(sql)
+                            else sql)
         _send_ok(client, 0, 0)
         return True
+    if kw == b"XA":
+        raise xa.client_xa_refusal()
     if kw in TXN_END and _is_end(sql):
         await _finish_transaction(client, sql)
         _send_ok(client, 0, 0)
@@ -411,6 +423,21 @@ async def _finish_transaction(client: ClientSession, stmt: bytes) -> None:
     client.txn_conns.clear()
     client.conn = None
     client.txn_begin = None
+    branches = {n: c for n, c in conns.items() if getattr(c, "xa_xid", None) is not None}
+    if branches:  # an XA transaction (ddm.execute.xa); any other connection is ended as below
+        commit = stmt.upper().replace(b";", b" ").split()[:1] == [b"COMMIT"]
+        for n in branches:
+            del conns[n]
+        try:
+            await client.server.sharding.xa.end(branches, commit)
+        except BackendError:
+            for c in conns.values():
+                try:
+                    await c.query(b"ROLLBACK")
+                    c.pool.release(c) if c.pool else c.close()
+                except (BackendError, NodeUnavailable):
+                    client.give_back(c, dirty=True)
+            raise
     failed = []
     first_error: Exception | None = None
     for node, conn in conns.items():
@@ -498,6 +525,9 @@ async def _execute_prepared_unit(client: ClientSession, unit, stmt) -> None:
     except lockwait.CrossNodeDeadlock:
         _settle_unit_conn(client, conn)
         raise
+    if conn.last_error and await xa.branch_lost(client, conn):  # forwarded: the error code went to the client
+        await _after_error(client, ER.LOCK_DEADLOCK)
+        return
     if conn.closed and conn.forwarded_any:
         client.close()
         return
@@ -510,6 +540,8 @@ async def prepare(client: ClientSession, sql: bytes):
     """COM_STMT_PREPARE on a sharded database: plan it, prepare a representative physical statement on one shard
     for the metadata (parameter and column definitions) the client needs."""
     lexed = lex(sql)
+    if lexed.first_keyword == b"XA":
+        raise xa.client_xa_refusal()
     plan = await client.server.sharding.plan_async(client.session.db, client.session.dbconf, lexed,
                                                    client.config.generation)
     if type(plan) is UnsupportedPlan:
@@ -547,6 +579,21 @@ async def execute(client: ClientSession, stmt, payload: bytes) -> None:
         await _execute(client, stmt, payload)
     except lockwait.CrossNodeDeadlock as exc:
         await _deadlock_abort(client, exc)
+    except BackendError as exc:
+        await _after_error(client, exc.code)
+        raise
+
+
+async def _after_error(client: ClientSession, code: int) -> None:
+    """A statement of an XA transaction failed: a deadlock (or any error after which the node rolled the branch
+    back) has ended the transaction on that node, as MySQL ends it: end it on every node, so that the client's next
+    BEGIN / COMMIT / ROLLBACK find no transaction, as they would on one server (not a half-rolled-back one)."""
+    if code in (ER.LOCK_DEADLOCK, 1402, 1613, 1614) and client.txn_begin is not None \
+            and client.txn_begin.startswith(b"XA START "):
+        try:
+            await _finish_transaction(client, b"ROLLBACK")
+        except (BackendError, NodeUnavailable) as e:
+            log.info("rollback after a deadlock in an XA transaction: %s", e)
 
 
 async def _execute(client: ClientSession, stmt, payload: bytes) -> None:

@@ -126,6 +126,7 @@ class Server:
     # --- lifecycle --------------------------------------------------------------------------------------------
     async def start(self, sockets: list[socket.socket]) -> None:
         await self._probe_node_version()
+        self.sharding.xa.start()  # XA recovery (ddm.execute.xa): at start, then periodically
         for sock in sockets:
             srv = await self.loop.create_server(lambda: ClientConnection(self), sock=sock, backlog=1024)
             self.servers.append(srv)
@@ -175,6 +176,7 @@ class Server:
         for client in list(self.clients):
             client.close()
         self.pipelines.close()
+        await self.sharding.xa.close()
         await self.pools.close()
 
     def stats(self) -> dict:

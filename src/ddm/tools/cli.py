@@ -102,12 +102,34 @@ def _add_route(subparsers: Any) -> None:
     p.set_defaults(func=_route)
 
 
+def _xa(args: argparse.Namespace) -> int:
+    from ddm.tools import xa_admin
+
+    if args.action in ("commit", "rollback") and not args.id:
+        print(f"ddm xa {args.action}: the transaction id is required", file=sys.stderr)
+        return 2
+    return xa_admin.main_xa(args.action, args.config, args.id)
+
+
+def _add_xa(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "xa", help="in-doubt cross-node transactions: list, recover now, force commit or rollback",
+        description="ddm's XA branches in doubt on the data nodes of the configuration FILE (docs/sharding.md, "
+                    "'Transactions'). list: every branch with its logged decision; recover: one recovery pass now; "
+                    "commit / rollback ID: log that outcome (refused if the log holds the other) and apply it.")
+    p.add_argument("action", choices=["list", "recover", "commit", "rollback"])
+    p.add_argument("id", nargs="?", help="the global transaction id (ddm:...), for commit / rollback")
+    p.add_argument("--config", required=True, metavar="FILE", help="ddm configuration")
+    p.set_defaults(func=_xa)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddm", description="ddm: MySQL-compatible sharding proxy tools")
     parser.add_argument("--version", action="version", version=f"ddm {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_sandbox(subparsers)
     _add_route(subparsers)
+    _add_xa(subparsers)
     # Admin commands (reload, status, ...) live with the server's control channel; registered when present.
     try:
         from ddm.process import control
