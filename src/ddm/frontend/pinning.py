@@ -25,7 +25,7 @@ CURSOR_EXISTS = SS.CURSOR_EXISTS
 
 PIN_STATUS = SS.IN_TRANS | SS.CURSOR_EXISTS  # a response ending with these keeps its connection
 
-STICKY_KEYWORDS = {b"LOCK", b"UNLOCK", b"CREATE"}  # GET_LOCK() etc.: `USER_LOCK_CALL`, on a bytes search's hit
+STICKY_KEYWORDS = {b"LOCK", b"UNLOCK", b"CREATE", b"PREPARE"}  # GET_LOCK() etc.: `USER_LOCK_CALL`, on a bytes search's hit
 
 DDL_WORDS = frozenset((b"CREATE", b"DROP", b"ALTER", b"RENAME", b"TRUNCATE"))  # move the schema epoch
 
@@ -194,7 +194,9 @@ class PinningMixin:
             if conn.last_status & METADATA_CHANGED:
                 backend.bump_schema_epoch()  # the node re-prepared a statement: its tables changed
             if self.sticky:
-                conn.user_locks = "userlock" in self.sticky
+                # session state on the node (user or table locks, temporary tables, SQL prepared statements): the
+                # connection is reset before anyone else gets it (give_back, and the pool refuses it unreset)
+                conn.user_locks = True
             elif conn.user_locks:
                 conn.user_locks = False  # RELEASE_ALL_LOCKS() ran (it ended the pin)
             if conn.last_status & PIN_STATUS or (conn.last_error and self.conn is conn) or self.sticky \
@@ -225,6 +227,11 @@ class PinningMixin:
                 self.ddl_ran = True
         elif kw == b"LOCK":
             self.sticky.add("lock")
+        elif kw == b"PREPARE":
+            # SQL-level PREPARE name FROM ...: the statement lives in the node session until DEALLOCATE or the
+            # session ends; pinned until the client leaves (the connection is reset before anyone else gets it),
+            # else another client's EXECUTE / DEALLOCATE of that name would find it (found by the interleaving test)
+            self.sticky.add("prepare")
         elif kw == b"UNLOCK":
             self.sticky.discard("lock")
         if LOCK_HINT(sql) is not None:
