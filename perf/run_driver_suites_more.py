@@ -5,7 +5,9 @@
 Starts a 1-node sandbox (`ddm.tools.sandbox`, a free base port) whose ddm.yaml gains the pass-through database
 `test` (physical `test` on n0, the database both suites use by default), starts `ddm-server` on it, and runs each
 suite twice: with its connection settings pointing at n0 (user `ddm_node`, which has ALL PRIVILEGES WITH GRANT
-OPTION on the node: root-like) and then at ddm (user `ddm`/`ddm`). The database `test` is dropped and created again
+OPTION on the node: root-like) and then at ddm as `--ddm-user`: `ddm_all` (added to the sandbox's ddm.yaml with
+`databases: "*"`, `privileges: all`: the node account's rights, as ddm allows them) or `ddm` (no privileges beyond
+its databases' tables: the suites' FLUSH, CREATE USER, mysql.* reads are refused). The database `test` is dropped and created again
 before each run. Prints per-suite pass/fail counts and every test whose outcome differs; `--out` writes every
 outcome as JSON.
 
@@ -38,9 +40,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from ddm.tools import sandbox as sb
 
 DATABASE = "test"
+ALL_USER = "ddm_all"
 
 
 # ------------------------------------------------------------------------------------------------ ddm-server
@@ -121,11 +126,15 @@ _PLAN = re.compile(r"^1\.\.(\d+)")
 
 
 def connector_c_build(src: Path) -> Path:
+    """The built test programs' directory. Built with DEFAULT_SSL_VERIFY_SERVER_CERT=OFF: with the default (ON),
+    libmariadb 3.4 refuses every connection to a server without TLS ("SSL is required, but the server does not
+    support it"), and the sandbox's nodes have no TLS."""
     tests = src / "build" / "unittest" / "libmariadb"
-    if not any(tests.glob("*")) or not (tests / "basic-t").exists():
+    cache = src / "build" / "CMakeCache.txt"
+    if not (tests / "basic-t").exists() or "DEFAULT_SSL_VERIFY_SERVER_CERT:BOOL=OFF" not in cache.read_text():
         (src / "build").mkdir(exist_ok=True)
         subprocess.run(["cmake", "..", "-DWITH_UNIT_TESTS=ON", "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
-                        "-DWITH_EXTERNAL_ZLIB=ON"], cwd=src / "build", check=True)
+                        "-DWITH_EXTERNAL_ZLIB=ON", "-DDEFAULT_SSL_VERIFY_SERVER_CERT=OFF"], cwd=src / "build", check=True)
         subprocess.run(["make", "-j2"], cwd=src / "build", check=True)
     return tests
 
@@ -148,15 +157,17 @@ def parse_tap(prog: str, text: str, crashed: str | None) -> dict[str, str]:
             continue
         num = int(m.group(2))
         seen.add(num)
-        name = f"{prog}::{num:03d} {m.group(3)}".rstrip()
+        name = f"{prog}::{num:03d}"
+        if m.group(3):
+            out[name + "#name"] = m.group(3)
         if m.group(4):
             out[name] = "skipped"
         else:
             out[name] = "passed" if m.group(1) == "ok" else "failed"
     for num in range(1, plan + 1):
         if num not in seen:
-            out[f"{prog}::{num:03d} (not reported)"] = "failed"
-            out[f"{prog}::{num:03d} (not reported)#message"] = crashed or "no TAP line"
+            out[f"{prog}::{num:03d}"] = "failed"
+            out[f"{prog}::{num:03d}#message"] = crashed or "not reported (no TAP line)"
     return out
 
 
@@ -185,7 +196,7 @@ def run_connector_c(tests: Path, host: str, port: int, user: str, password: str,
             if line.startswith("not ok"):
                 m = _TAP.match(line)
                 if m:
-                    key = f"{prog.name}::{int(m.group(2)):03d} {m.group(3)}".rstrip()
+                    key = f"{prog.name}::{int(m.group(2)):03d}"
                     diag = [x for x in lines[max(0, i - 4):i] if x.startswith("#")]
                     res[key + "#message"] = " | ".join(diag)[-400:]
         return res
@@ -216,6 +227,7 @@ def report(name: str, direct: dict[str, str], via: dict[str, str]) -> str:
     lines = [f"## {name}", f"direct: {d[0]} passed, {d[1]} failed, {d[2]} skipped",
              f"ddm:    {v[0]} passed, {v[1]} failed, {v[2]} skipped", "outcome differs:"]
     for k, a, b, msg in differences(direct, via):
+        k = f"{k} {direct.get(k + '#name') or via.get(k + '#name') or ''}".rstrip()
         lines.append(f"  {k}: direct {a}, ddm {b}" + (f"  [{msg.strip().splitlines()[-1][:200]}]" if msg.strip()
                                                           else ""))
     return "\n".join(lines)
@@ -232,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=14310, help="sandbox base port (the first free one from here)")
     p.add_argument("--jobs", type=int, default=2, help="test files / programs run at once")
     p.add_argument("--timeout", type=float, default=60.0, help="per test file / program")
+    p.add_argument("--ddm-user", default=ALL_USER,
+                   help=f"user through ddm: {ALL_USER} (privileges: all, like the node account) or ddm (none)")
     p.add_argument("--keep", metavar="DIR", help="sandbox directory, left running (default: a temporary one)")
+
     p.add_argument("--out", help="write every outcome as JSON")
     args = p.parse_args(argv)
     if not args.mysql2 and not args.connector_c:
@@ -245,10 +260,18 @@ def main(argv: list[str] | None = None) -> int:
     box = sb.up(box_dir, nodes=1, base_port=base, rules={"databases": {DATABASE: {"node": "n0"}}})
     node = box.primary("n0")
     ddm_port = box.listen_port
+    cfg_path = os.path.join(box_dir, "ddm.yaml")
+    with open(cfg_path) as f:
+        cfg = yaml.safe_load(f)
+    # the node-account-like user: every logical database, every privilege (not checked by ddm at all)
+    cfg["users"].append({"name": ALL_USER, "password": "ddm", "auth_plugin": "mysql_native_password",
+                         "databases": "*", "privileges": "all"})
+    with open(cfg_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
     server = DdmServer(os.path.join(box_dir, "ddm.yaml"), ddm_port, os.path.join(box_dir, "ddm-server.log"))
     results: dict[str, dict[str, dict[str, str]]] = {}
     try:
-        targets = [("direct", node.port, sb.NODE_USER, sb.NODE_PASSWORD), ("ddm", ddm_port, "ddm", "ddm")]
+        targets = [("direct", node.port, sb.NODE_USER, sb.NODE_PASSWORD), ("ddm", ddm_port, args.ddm_user, "ddm")]
         for suite, path in (("mysql2", args.mysql2), ("connector-c", args.connector_c)):
             if not path:
                 continue
