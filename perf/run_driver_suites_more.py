@@ -20,7 +20,7 @@ test/unit needs no server and is left out. Exit status 0 = passed.
 
 --connector-c PATH: a checkout of mariadb-corporation/mariadb-connector-c; built in PATH/build with cmake
 -DWITH_UNIT_TESTS=ON when PATH/build/unittest/libmariadb holds no test programs yet. Each program is a TAP test
-(MARIADB_CC_TEST=1, MYSQL_TEST_HOST/PORT/USER/PASSWD/DB); a test here is one TAP line, `program::name`, "skipped"
+(MARIADB_CC_TEST=1, MYSQL_TEST_HOST/PORT/USER/PASSWD/DB), run one at a time (they share table names); a test here is one TAP line, `program::name`, "skipped"
 for `# skip`, and a planned test never reported (the program crashed or timed out) counts as failed.
 """
 
@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                 if suite == "mysql2":
                     res = run_mysql2(path.resolve(), "127.0.0.1", port, user, pw, DATABASE, args.jobs, args.timeout)
                 else:
-                    res = run_connector_c(cc_tests, "127.0.0.1", port, user, pw, DATABASE, args.jobs, args.timeout)
+                    # one program at a time: the programs share table names (t1, ...) in the one database
+                    res = run_connector_c(cc_tests, "127.0.0.1", port, user, pw, DATABASE, 1, args.timeout)
                 print(f"{suite} {label}: {counts(res)} (passed, failed, skipped) in {time.monotonic() - t0:.0f} s",
                       file=sys.stderr, flush=True)
                 results.setdefault(suite, {})[label] = res
