@@ -188,3 +188,19 @@ def test_create_database_inside_a_multi_statement_is_refused(connect, direct):
     assert got == [("rows", [(1,)]), ("error", 1235)]
     # on the node itself: ddm's SHOW DATABASES lists its configuration, not what the node holds
     assert query_all(direct("sbtest"), "show databases like 'ms_never_made'") == []
+
+
+def test_compound_statement_bodies_are_not_cut(connect, direct):
+    """A multi-statement holding a stored program (node-mysql2's test-binary-multiple-results sends
+    `DROP PROCEDURE IF EXISTS p; CREATE PROCEDURE p() BEGIN ...; END`): the `;` inside BEGIN ... END (and its CASE,
+    IF, LOOP blocks) do not end the statement; through ddm it was cut there (1064 "near '' at line 3")."""
+    via, node = both(connect, direct)
+    for conn, name in ((node, "ms_sp_direct"), (via, "ms_sp_ddm")):
+        sql = (f"SET @ms_sp = 1; DROP PROCEDURE IF EXISTS {name};\nCREATE PROCEDURE {name}()\nBEGIN\n"
+               "SELECT CASE WHEN @ms_sp = 1 THEN 'a' END AS c; IF @ms_sp = 1 THEN SELECT 2; END IF;\n"
+               "CASE @ms_sp WHEN 1 THEN SELECT 3; ELSE SELECT 4; END CASE;\nEND; SELECT 9")
+        assert answers(conn, sql) == [("ok", 0), ("ok", 0), ("ok", 0), ("rows", [(9,)])]
+        assert answers(conn, f"CALL {name}()") == [("rows", [("a",)]), ("rows", [(2,)]), ("rows", [(3,)]), ("ok", 0)]
+        assert answers(conn, "BEGIN NOT ATOMIC SELECT 5; SELECT 6; END; SELECT 7") == [
+            ("rows", [(5,)]), ("rows", [(6,)]), ("ok", 0), ("rows", [(7,)])]
+        query_all(conn, f"DROP PROCEDURE {name}")

@@ -60,6 +60,19 @@ def test_show_processlist_lists_ddm_connections_of_the_user(connect):
     assert {r[0] for r in full} == set(by_id)
 
 
+def test_com_process_info_answers_the_processlist(connect, direct):
+    """COM_PROCESS_INFO (libmariadb's mysql_list_processes(); Connector/C's test_conc457) answers SHOW PROCESSLIST's
+    9 columns, as MariaDB does, not "Unknown command"."""
+    for c in (direct(), connect()):
+        c._execute_command(pymysql.constants.COMMAND.COM_PROCESS_INFO, b"")
+        result = pymysql.connections.MySQLResult(c)
+        result.read()
+        assert [f.name for f in result.fields] == ["Id", "User", "Host", "db", "Command", "Time", "State", "Info",
+                                                   "Progress"]
+        assert c.thread_id() in {r[0] for r in result.rows}
+        assert query_all(c, "SELECT 1") == [(1,)]
+
+
 def test_kill_query_interrupts_a_running_statement(connect):
     victim, killer = connect(), connect()
     t, out = _in_background(victim, "SELECT SLEEP(10)")

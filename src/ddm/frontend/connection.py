@@ -55,6 +55,7 @@ log = logging.getLogger("ddm.frontend.connection")
 
 COM_QUIT, COM_INIT_DB, COM_QUERY, COM_FIELD_LIST = 0x01, 0x02, 0x03, 0x04
 COM_REFRESH, COM_STATISTICS, COM_PROCESS_KILL, COM_DEBUG, COM_PING, COM_CHANGE_USER = 0x07, 0x09, 0x0C, 0x0D, 0x0E, 0x11
+COM_PROCESS_INFO = 0x0A
 COM_STMT_PREPARE, COM_STMT_EXECUTE, COM_STMT_SEND_LONG_DATA = 0x16, 0x17, 0x18
 COM_STMT_CLOSE, COM_STMT_RESET, COM_SET_OPTION, COM_STMT_FETCH, COM_RESET_CONNECTION = 0x19, 0x1A, 0x1B, 0x1C, 0x1F
 COM_STMT_BULK_EXECUTE = 0xFA  # MariaDB, with MARIADB_CLIENT_STMT_BULK_OPERATIONS
@@ -334,6 +335,8 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
             self._com_refresh(payload)
         elif cmd == COM_PROCESS_KILL:  # deprecated form of KILL CONNECTION <id>
             threads.kill(self, struct.unpack_from("<I", payload, 1)[0], query_only=False)
+        elif cmd == COM_PROCESS_INFO:  # deprecated form of SHOW PROCESSLIST (libmariadb's mysql_list_processes)
+            threads.show_processlist(self, b"SHOW PROCESSLIST", full=False)
         else:
             self.send_error(ER.UNKNOWN_COM_ERROR, "Unknown command")
             self.command_done()

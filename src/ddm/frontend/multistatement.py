@@ -18,7 +18,7 @@ import re
 from typing import Protocol
 
 from ddm.wire.constants import server_status as SS
-from ddm_core.lexer import T_PUNCT, Lexed
+from ddm_core.lexer import T_IDENT, T_KEYWORD, T_PUNCT, Lexed
 from ddm_core.packets import first_word
 
 # SELECTs ddm answers itself when they are the whole statement
@@ -34,17 +34,51 @@ class Transport(Protocol):
     def resume_reading(self) -> None: ...
 
 
+# a compound statement's body (CREATE PROCEDURE / FUNCTION / TRIGGER / EVENT ... BEGIN ... END, BEGIN NOT ATOMIC
+# ... END) holds `;` that do not end the statement: blocks open with BEGIN or CASE and close with END, except
+# END IF / LOOP / WHILE / REPEAT (blocks not counted) and the CASE of END CASE
+_BLOCK_CLOSERS_NOT_COUNTED = frozenset((b"IF", b"LOOP", b"WHILE", b"REPEAT"))
+_WORDS = frozenset((T_KEYWORD, T_IDENT))
+
+
 def split(lexed: Lexed) -> list[bytes]:
-    """The statements of a lexed multi-statement text (cut at top-level `;`, empty statements dropped)."""
+    """The statements of a lexed multi-statement text (cut at top-level `;`, not inside a compound statement's
+    BEGIN ... END; empty statements dropped)."""
     sql = lexed.sql
     out = []
     start = 0
+    first = b""  # the current statement's first word, and (for BEGIN) its second
+    depth = 0
+    prev = b""
     for i in range(lexed.ntokens):
-        if lexed.kind(i) == T_PUNCT and sql[lexed.start(i)] == 0x3B:  # ;
+        kind = lexed.kind(i)
+        if kind == T_PUNCT and sql[lexed.start(i)] == 0x3B:  # ;
+            prev = b";"
+            if depth > 0:
+                continue
             piece = sql[start:lexed.start(i)].strip()
             if piece:
                 out.append(piece)
             start = lexed.end(i)
+            first = b""
+            continue
+        if kind not in _WORDS:
+            prev = b""
+            continue
+        word = lexed.text(i).upper()
+        if not first:
+            first = word
+        elif first == b"BEGIN" and prev == b"BEGIN" and word == b"NOT":
+            first = b"BEGIN NOT"  # BEGIN NOT ATOMIC: a compound statement, not a transaction
+            depth = 1
+        elif first in (b"CREATE", b"BEGIN NOT"):
+            if word == b"BEGIN" or (word == b"CASE" and prev != b"END"):
+                depth += 1
+            elif word in _BLOCK_CLOSERS_NOT_COUNTED and prev == b"END":
+                depth += 1  # undo the END just counted
+            elif word == b"END" and depth > 0:
+                depth -= 1
+        prev = word
     piece = sql[start:].strip()
     if piece:
         out.append(piece)
