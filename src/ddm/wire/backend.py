@@ -194,7 +194,7 @@ class BackendConnection(BackendCore):
         self.signature: tuple = ()  # session statements replayed on this connection (see ddm.wire.session)
         self.stmts: OrderedDict[tuple[bytes | None, bytes], Prepared] = OrderedDict()
         self.pending_close: list[int] = []  # statement ids to close when nothing runs here (`flush_closes`)
-        self.user_locks = False  # a client may hold GET_LOCK() locks here: released before anyone else uses it
+        self.user_locks = False  # a client left session state here (GET_LOCK() locks, temporary tables, SQL PREPARE): reset first
         self.pipe = None  # the ddm.execute.pipeline.Pipe that owns this connection, if any
         self._waiter: asyncio.Future | None = None
         self._done_cb: Callable[[BackendConnection], None] | None = None
