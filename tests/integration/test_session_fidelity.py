@@ -372,3 +372,26 @@ def test_multi_statement_create_temporary_pins(targets: list[Target]) -> None:
         answers[t.name] = out
     assert answers["ddm"] == answers["direct"]
     assert answers["direct"][1] == [(7,)] and answers["direct"][2][0] == "error"
+
+
+def test_statement_id_minus_one_is_the_last_prepared(targets: list[Target]):
+    """MariaDB's statement id 0xFFFFFFFF names the statement the connection prepared last (libmariadb's
+    mariadb_stmt_execute_direct and bulk execute send PREPARE and EXECUTE(-1) back to back); after a failed PREPARE
+    it names nothing. Found by Connector/C's execute_direct tests once ddm offered STMT_BULK_OPERATIONS."""
+    answers = []
+    for t in targets:
+        c = t.raw()
+        got = []
+        c.prepare("SELECT ? + 1")
+        got.append(c.execute(0xFFFFFFFF, [41]))
+        c.prepare("SELECT CONCAT(?, 'x')")
+        got.append(c.execute(0xFFFFFFFF, ["a"]))
+        with pytest.raises(ServerError) as bad:
+            c.prepare("SELEC nonsense")
+        got.append(bad.value.args[0] if bad.value.args else str(bad.value))
+        with pytest.raises(ServerError) as unknown:
+            c.execute(0xFFFFFFFF, [1])
+        got.append(unknown.value.args[0] if unknown.value.args else str(unknown.value))
+        got.append(c.query("SELECT 7"))
+        answers.append(got)
+    assert answers[0] == answers[1]

@@ -89,6 +89,7 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
         self.conn: BackendConnection | None = None  # pinned: transaction, cursor, LOCK TABLES
         self.stmts: dict[int, ClientStatement] = {}
         self.next_stmt_id = 1
+        self.last_prepared = 0  # the client's statement id of the last successful COM_STMT_PREPARE (0: none)
         self.peer = ""
         self.started = time.monotonic()
         self.queries = 0
@@ -266,6 +267,12 @@ class ClientConnection(HandshakeMixin, PinningMixin, DiagnosticsMixin, LocalStat
     def _dispatch(self, payload: bytes) -> None:
         cmd = payload[0] if payload else -1
         self.queries += 1
+        if 0x17 <= cmd <= 0x1C or cmd == 0xFA:
+            if payload[1:5] == b"\xff\xff\xff\xff" and self.last_prepared:
+                # statement id -1: MariaDB's "the statement this connection prepared last" (libmariadb's
+                # mariadb_stmt_execute_direct and bulk execute send PREPARE and EXECUTE(-1) back to back); with
+                # none (or after a failed PREPARE) -1 stays unknown, and the error names it as the node does
+                payload = payload[:1] + struct.pack("<I", self.last_prepared) + payload[5:]
         if self.ddl_ran:  # statements prepared while it ran may describe the tables before it
             self.ddl_ran = False
             backend.bump_schema_epoch()

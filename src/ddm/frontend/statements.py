@@ -86,6 +86,7 @@ class PreparedStatementsMixin:
         await self.forward_and_wait(conn, frame(self.execute_payload(stmt, bstmt, payload), 0))
 
     async def _com_stmt_prepare(self, payload: bytes) -> None:
+        self.last_prepared = 0  # a failed PREPARE leaves statement id -1 naming nothing, as on MariaDB
         sql = payload[1:]
         guard = privileges.guard(self.config, self.user)
         refusal = guard.check(sql, self.session.db) if guard is not None else None
@@ -118,6 +119,7 @@ class PreparedStatementsMixin:
         response = prepared.response
         stmt_id = self.next_stmt_id
         self.next_stmt_id += 1
+        self.last_prepared = stmt_id
         stmt = self.stmts[stmt_id] = ClientStatement(stmt_id, sql, node, prepared.nparams, prepared.ncols, response,
                                                      phys=phys, plan=plan, lexed=lexed, logical_db=logical_db)
         if conn is not None and not prepared.closed:
