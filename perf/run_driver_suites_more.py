@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,44 +43,11 @@ import yaml
 
 from ddm.tools import sandbox as sb
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (perf/bench.py: DdmServer, the ddm-server a benchmark starts)
+
 DATABASE = "test"
 ALL_USER = "ddm_all"
-
-
-# ------------------------------------------------------------------------------------------------ ddm-server
-
-
-class DdmServer:
-    """ddm-server on the sandbox's ddm.yaml; stopped (SIGTERM, then SIGKILL) by stop()."""
-
-    def __init__(self, config: str, port: int, log_path: str) -> None:
-        exe = shutil.which("ddm-server", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                                 os.environ.get("PATH", "")]))
-        cmd = [exe] if exe else [sys.executable, "-m", "ddm.process.server_main"]
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen([*cmd, "--config", config], stdin=subprocess.DEVNULL, stdout=self.log,
-                                     stderr=self.log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ddm-server exited with {self.proc.returncode}; see {log_path}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"ddm-server did not listen on {port} within 30 s; see {log_path}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
 
 
 # ------------------------------------------------------------------------------------------------ mysql2
@@ -273,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                          "databases": "*", "privileges": "all"})
     with open(cfg_path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
-    server = DdmServer(os.path.join(box_dir, "ddm.yaml"), ddm_port, os.path.join(box_dir, "ddm-server.log"))
+    server = bench.DdmServer(os.path.join(box_dir, "ddm.yaml"), 1, ddm_port, os.path.join(box_dir, "ddm-server.log"))
     results: dict[str, dict[str, dict[str, str]]] = {}
     try:
         targets = [("direct", node.port, sb.NODE_USER, sb.NODE_PASSWORD), ("ddm", ddm_port, args.ddm_user, "ddm")]
